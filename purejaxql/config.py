@@ -1,0 +1,135 @@
+"""Configuration: documented defaults, strict key checking, derived quantities.
+
+Every key an algorithm reads has a default here (see README for the meaning of each). A key that no
+algorithm reads is an error naming it, with the closest known key, so a typo is never ignored.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Dict, Mapping
+
+__all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "RUN_KEYS", "resolve_config"]
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; the message names the culprit."""
+
+
+# Replay-based Q-learning (IQL, VDN, QMIX). None means "derived from the env / other keys".
+Q_LEARNING_DEFAULTS: Dict[str, Any] = {
+    "TOTAL_TIMESTEPS": 2e6,        # env steps summed over the NUM_ENVS environments
+    "NUM_ENVS": 8,                 # parallel training environments (B)
+    "NUM_STEPS": None,             # steps per env per update (T); default env.max_steps
+    "BUFFER_SIZE": 5000,           # replay capacity in stored sequences of NUM_STEPS steps
+    "BUFFER_BATCH_SIZE": 32,       # sequences per gradient step
+    "AGENT_TYPE": "rnn",           # "rnn" (GRU agent) or "ff" (feed-forward agent)
+    "AGENT_HIDDEN_DIM": 64,        # width of the agent network
+    "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
+    "EPSILON_START": 1.0,          # ε-greedy: initial ε
+    "EPSILON_FINISH": 0.05,        # ε-greedy: final ε
+    "EPSILON_ANNEAL_TIME": None,   # env steps over which ε anneals linearly; default 10% of TOTAL_TIMESTEPS
+    "MAX_GRAD_NORM": 10.0,         # global-norm gradient clipping
+    "TARGET_UPDATE_INTERVAL": 200,  # updates between target-network syncs
+    "TAU": 1.0,                    # target sync weight: 1 = hard copy, < 1 = Polyak averaging
+    "NUM_EPOCHS": 1,               # gradient steps per update
+    "LR": 0.005,                   # learning rate
+    "LR_LINEAR_DECAY": False,      # decay LR linearly to ~0 over training
+    "OPTIMIZER": "adam",           # "adam" or "radam"
+    "GAMMA": 0.99,                 # discount
+    "REW_SCALE": 1.0,              # rewards are multiplied by this in the loss
+    "LEARNING_STARTS": 10000,      # env steps collected before the first gradient step
+    "TEST_DURING_TRAINING": True,  # run greedy evaluation inside the compiled program
+    "TEST_INTERVAL": 0.05,         # fraction of updates between greedy evaluations
+    "TEST_NUM_ENVS": 512,          # greedy evaluation episodes (one per env)
+    "TEST_NUM_STEPS": None,        # steps of a greedy evaluation; default env.max_steps + 1
+    "DEBUG": False,                # print metrics at every greedy evaluation (host callback)
+    # environment identity: read by the CLI to build the env, accepted so a flat config can be passed
+    "ENV_NAME": None,
+    "ENV_KWARGS": {},
+    "MAP_NAME": None,
+}
+
+# Keys only QMIX reads (its mixer).
+QMIX_DEFAULTS: Dict[str, Any] = {
+    "MIXER_EMBEDDING_DIM": 32,        # E: width of the mixing layer
+    "MIXER_HYPERNET_HIDDEN_DIM": 64,  # hidden width of the hypernetworks
+    "MIXER_INIT_SCALE": 0.001,        # orthogonal init scale of the hypernetworks' output layers
+}
+# Which algorithm reads a key that is not common to all (for "not used by X" errors).
+KEY_OWNERS: Dict[str, str] = {k: "qmix" for k in QMIX_DEFAULTS}
+
+# Keys of a run (CLI, logging) that make_train accepts and ignores.
+RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "ALG_NAME",
+            "PROGRESS", "SAVE_PATH", "HYP_TUNE", "WATCHDOG_TIMEOUT", "XLA_CPU_FLAGS"}
+
+
+def _number(cfg, key, cast=float):
+    try:
+        return cast(cfg[key])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {cfg[key]!r}") from None
+
+
+def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=None,
+                   alg_name: str = "algorithm") -> Dict[str, Any]:
+    """Fill defaults, reject unknown keys, check ranges, add derived keys (NUM_UPDATES, ...)."""
+    cfg = dict(config)
+    unknown = [k for k in cfg if k not in defaults and k not in RUN_KEYS]
+    if unknown:
+        k = unknown[0]
+        owner = KEY_OWNERS.get(k)
+        if owner:
+            raise ConfigError(f"config key {k!r} is not used by {alg_name} (it belongs to {owner})")
+        close = difflib.get_close_matches(k, list(defaults) + sorted(RUN_KEYS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config key {k!r} for {alg_name}{hint}")
+    for k, v in defaults.items():
+        cfg.setdefault(k, v)
+
+    max_steps = getattr(env, "max_steps", None)
+    # An episode lasts at most max_steps + 1 steps (MPE's done comes one step after max_steps), so a
+    # greedy evaluation of that length always sees one whole episode per env.
+    for key, extra in (("NUM_STEPS", 0), ("TEST_NUM_STEPS", 1)):
+        if cfg[key] is None:
+            if max_steps is None:
+                raise ConfigError(f"{key} is not set and the environment has no max_steps to default to")
+            cfg[key] = int(max_steps) + extra
+    ints = ["NUM_ENVS", "NUM_STEPS", "BUFFER_SIZE", "BUFFER_BATCH_SIZE", "AGENT_HIDDEN_DIM",
+            "TARGET_UPDATE_INTERVAL", "NUM_EPOCHS", "TEST_NUM_ENVS", "TEST_NUM_STEPS"]
+    for key in ints:
+        if key in cfg:
+            cfg[key] = _number(cfg, key, lambda v: int(float(v)))
+            if cfg[key] <= 0:
+                raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
+    floats = ["TOTAL_TIMESTEPS", "LR", "GAMMA", "EPSILON_START", "EPSILON_FINISH", "MAX_GRAD_NORM",
+              "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE"]
+    for key in floats:
+        if key in cfg:
+            cfg[key] = _number(cfg, key)
+    if cfg["LR"] <= 0:
+        raise ConfigError(f"LR must be > 0, got {cfg['LR']}")
+    if not 0.0 < cfg["GAMMA"] <= 1.0:
+        raise ConfigError(f"GAMMA must be in (0, 1], got {cfg['GAMMA']}")
+    for key in ("EPSILON_START", "EPSILON_FINISH"):
+        if key in cfg and not 0.0 <= cfg[key] <= 1.0:
+            raise ConfigError(f"{key} must be in [0, 1], got {cfg[key]}")
+    if "TAU" in cfg and not 0.0 < cfg["TAU"] <= 1.0:
+        raise ConfigError(f"TAU must be in (0, 1], got {cfg['TAU']}")
+    if cfg.get("AGENT_TYPE") not in (None, "rnn", "ff"):
+        raise ConfigError(f"AGENT_TYPE must be 'rnn' or 'ff', got {cfg['AGENT_TYPE']!r}")
+    if cfg.get("OPTIMIZER") not in (None, "adam", "radam"):
+        raise ConfigError(f"OPTIMIZER must be 'adam' or 'radam', got {cfg['OPTIMIZER']!r}")
+
+    rollout = cfg["NUM_ENVS"] * cfg["NUM_STEPS"]
+    cfg["NUM_UPDATES"] = int(cfg["TOTAL_TIMESTEPS"] // rollout)
+    if cfg["NUM_UPDATES"] < 1:
+        raise ConfigError(f"TOTAL_TIMESTEPS={cfg['TOTAL_TIMESTEPS']:g} is smaller than one rollout "
+                          f"(NUM_ENVS*NUM_STEPS = {rollout})")
+    if "BUFFER_SIZE" in cfg and cfg["BUFFER_BATCH_SIZE"] > cfg["BUFFER_SIZE"]:
+        raise ConfigError(f"BUFFER_BATCH_SIZE ({cfg['BUFFER_BATCH_SIZE']}) must not exceed "
+                          f"BUFFER_SIZE ({cfg['BUFFER_SIZE']})")
+    if cfg.get("EPSILON_ANNEAL_TIME", 0) is None:
+        cfg["EPSILON_ANNEAL_TIME"] = 0.1 * cfg["TOTAL_TIMESTEPS"]
+    cfg["EPSILON_ANNEAL_TIME"] = _number(cfg, "EPSILON_ANNEAL_TIME")
+    cfg["TEST_EVERY"] = max(1, int(cfg["TEST_INTERVAL"] * cfg["NUM_UPDATES"]))
+    return cfg

@@ -1,0 +1,98 @@
+"""Greedy evaluation and episode bookkeeping shared by every algorithm.
+
+Shapes: B environments, N agents, D obs size, S state size, A actions, H hidden.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purejaxql.rl_math import masked_argmax
+from purejaxql.utils import CTRolloutManager, stack_agents, unstack_agents
+
+__all__ = ["EnvCarry", "reset_envs", "step_envs", "make_greedy_eval", "greedy_actions"]
+
+
+class EnvCarry(NamedTuple):
+    """What the acting side carries between steps, and between updates (episodes are never cut)."""
+    env_state: object
+    obs: jax.Array         # (B, N, D) current observation
+    state: jax.Array       # (B, S) current global state
+    first: jax.Array       # (B,) bool: obs starts an episode (reset the RNN before using it)
+    avail: jax.Array       # (B, N, A) available actions at obs
+    hidden: jax.Array      # (B, N, H) agent hidden state before obs (before the reset of `first`)
+    ep_return: jax.Array   # (B, N) reward summed since the episode started
+
+
+def reset_envs(env: CTRolloutManager, rng: jax.Array, hidden: jax.Array) -> EnvCarry:
+    obs_d, env_state = env.batch_reset(rng)
+    return EnvCarry(env_state=env_state,
+                    obs=stack_agents(obs_d, env.agents),
+                    state=obs_d["__all__"],
+                    first=jnp.ones((env.batch_size,), bool),
+                    avail=stack_agents(env.get_valid_actions(env_state), env.agents),
+                    hidden=hidden,
+                    ep_return=jnp.zeros((env.batch_size, env.num_agents)))
+
+
+def step_envs(env: CTRolloutManager, rng: jax.Array, carry: EnvCarry, actions: jax.Array,
+              hidden: jax.Array):
+    """Step every env with ``actions`` (B, N). Returns the new carry and the step's outputs:
+    rewards (B, N), done (B,), finished team return (B,) (valid where done), won (B,)."""
+    obs_d, env_state, rew_d, done_d, infos = env.batch_step(
+        rng, carry.env_state, unstack_agents(actions, env.agents))
+    rewards = stack_agents(rew_d, env.agents)   # (B, N)
+    done = done_d["__all__"]                   # (B,)
+    ep_return = carry.ep_return + rewards
+    team_return = ep_return.sum(-1)            # (B,) team return of the episode so far
+    won = infos.get("won_episode", jnp.zeros_like(done))
+    new = EnvCarry(env_state=env_state,
+                   obs=stack_agents(obs_d, env.agents),
+                   state=obs_d["__all__"],
+                   first=done,
+                   avail=stack_agents(env.get_valid_actions(env_state), env.agents),
+                   hidden=hidden,
+                   ep_return=jnp.where(done[:, None], 0.0, ep_return))
+    return new, (rewards, done, team_return, won)
+
+
+def greedy_actions(q: jax.Array, avail: jax.Array) -> jax.Array:
+    """q, avail: (..., A) -> (...,) greedy available actions."""
+    flat = jax.vmap(masked_argmax)(q.reshape(-1, q.shape[-1]), avail.reshape(-1, avail.shape[-1]))
+    return flat.reshape(q.shape[:-1]).astype(jnp.int32)
+
+
+def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: Callable,
+                     num_steps: int) -> Callable[[jax.Array, object], Dict[str, jax.Array]]:
+    """Greedy evaluation: reset ``env.batch_size`` envs, act greedily for ``num_steps`` steps, score the
+    first episode each env finishes. Returns mean and std of team return over those episodes and their
+    win rate (NaN where no env finished)."""
+
+    def evaluate(rng, params):
+        rng, k_reset = jax.random.split(rng)
+        carry = reset_envs(env, k_reset, initial_hidden(env.batch_size))
+        B = env.batch_size
+
+        def step(c, k):
+            carry, finished, ret, won = c
+            hidden, q = apply_fn(params, carry.hidden, carry.obs[None], carry.first[None])
+            actions = greedy_actions(q[0], carry.avail)
+            carry, (_, done, team_return, won_t) = step_envs(env, k, carry, actions, hidden)
+            new_first = done & ~finished
+            ret = jnp.where(new_first, team_return, ret)
+            won = jnp.where(new_first, won_t, won)
+            return (carry, finished | done, ret, won), None
+
+        init = (carry, jnp.zeros((B,), bool), jnp.zeros((B,)), jnp.zeros((B,), bool))
+        (_, finished, ret, won), _ = jax.lax.scan(step, init, jax.random.split(rng, num_steps))
+        n = finished.sum()
+        mean = jnp.where(n > 0, jnp.sum(jnp.where(finished, ret, 0.0)) / jnp.maximum(n, 1), jnp.nan)
+        var = jnp.sum(jnp.where(finished, (ret - mean) ** 2, 0.0)) / jnp.maximum(n, 1)
+        win = jnp.where(n > 0, jnp.sum(finished & won) / jnp.maximum(n, 1), jnp.nan)
+        return {"test_returned_episode_returns": mean,
+                "test_returned_episode_returns_std": jnp.where(n > 0, jnp.sqrt(var), jnp.nan),
+                "test_returned_won_episode": win}
+
+    return evaluate

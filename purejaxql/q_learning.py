@@ -1,0 +1,245 @@
+"""Replay-based multi-agent Q-learning: the training loop shared by IQL, VDN and QMIX.
+
+An algorithm (``iql.py``, ``vdn.py``, ``qmix.py``) supplies only its value decomposition: mixer
+parameters and the TD loss on per-agent chosen / bootstrapped Q-values. An agent variant
+(``networks.SharedAgents``, ...) supplies how agent parameters are initialised and applied.
+Everything else, acting, replay, learning, target sync and evaluation, lives here once.
+
+Shape legend
+    N agents            T  NUM_STEPS (steps per env per update)     B  NUM_ENVS
+    Bs BUFFER_BATCH_SIZE A  actions (padded)     D  obs size (padded + agent id)
+    S  global state size H  agent hidden size (0 for feed-forward agents)
+
+Replay layout. Each update stores, per env, one *chunk* of T consecutive steps plus the agent hidden
+state that preceded it. Chunks are the items of a flashbax trajectory buffer (time axis = chunk
+index per env), so every observation is stored once. A learning sample is a pair of consecutive
+chunks of one env: the T steps of the first plus the first observation of the second give the T+1
+observations needed for T TD targets, so no step loses its bootstrap and episodes run across update
+boundaries. The learner starts its unroll from the stored hidden state ("stored state", as in R2D2)
+and resets the GRU wherever ``first[t]`` marks an episode start, exactly as the actor did.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, NamedTuple
+
+import flashbax as fbx
+import jax
+import jax.numpy as jnp
+import optax
+
+from purejaxql.config import Q_LEARNING_DEFAULTS, resolve_config
+from purejaxql.evaluation import EnvCarry, make_greedy_eval, reset_envs, step_envs
+from purejaxql.networks import AgentNetwork, SharedAgents
+from purejaxql.rl_math import double_q_bootstrap, epsilon_greedy, linear_schedule
+from purejaxql.utils import CTRolloutManager
+
+
+@dataclass(frozen=True)
+class QAlgorithm:
+    """What distinguishes IQL, VDN and QMIX.
+
+    ``loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states)`` with
+    q_taken, q_next, rewards (T, Bs, N), discount (T, Bs), states (T+1, Bs, S) returns a scalar.
+    """
+    name: str
+    loss: Callable[..., jax.Array]
+    init_mixer: Callable[[jax.Array, Dict[str, Any], int, int], Any] = lambda rng, cfg, n, s: {}
+    defaults: Dict[str, Any] = field(default_factory=dict)
+    uses_state: bool = False
+
+
+class Chunk(NamedTuple):
+    """One env's T steps, one replay item (leading axes (B,) when added, (Bs, 2) when sampled)."""
+    obs: jax.Array      # (T, N, D)
+    state: jax.Array    # (T, S) global state (S = 0 when the algorithm does not use it)
+    first: jax.Array    # (T,)  obs[t] starts an episode
+    avail: jax.Array    # (T, N, A)
+    actions: jax.Array  # (T, N)
+    rewards: jax.Array  # (T, N) per-agent rewards
+    dones: jax.Array    # (T,)  the episode ended with actions[t]
+    hidden: jax.Array   # (N, H) hidden state before obs[0]
+
+
+class TrainState(NamedTuple):
+    params: Any          # {"agent": ..., "mixer": ...}
+    target_params: Any
+    opt_state: Any
+    n_updates: jax.Array
+    grad_steps: jax.Array
+    timesteps: jax.Array
+
+
+class RunnerState(NamedTuple):
+    train: TrainState
+    buffer: Any
+    env: EnvCarry
+    last: Dict[str, jax.Array]  # latest episode / evaluation metrics, carried between updates
+    rng: jax.Array
+
+
+def all_defaults(algorithm: QAlgorithm) -> Dict[str, Any]:
+    return {**Q_LEARNING_DEFAULTS, **algorithm.defaults}
+
+
+def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=SharedAgents) -> Callable:
+    """Build ``train(rng) -> {"runner_state", "metrics"}`` for ``algorithm`` on a JaxMARL ``env``.
+
+    ``train.init(rng)`` and ``train.run(runner_state, update_indices)`` expose the same program in
+    pieces (used by the CLI to show progress between chunks of updates; results are identical).
+    """
+    cfg = resolve_config(config, all_defaults(algorithm), env, algorithm.name)
+    wrapped = CTRolloutManager(env, cfg["NUM_ENVS"])
+    test_env = CTRolloutManager(env, cfg["TEST_NUM_ENVS"])
+    N, A, T, B = wrapped.num_agents, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
+    S = wrapped.state_size if algorithm.uses_state else 0
+    network = AgentNetwork(action_dim=A, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
+                           init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] == "rnn")
+    agents = agents_cls(network, N, wrapped.obs_size)
+    H = agents.hidden_dim
+
+    lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * cfg["NUM_UPDATES"])
+          if cfg["LR_LINEAR_DECAY"] else cfg["LR"])
+    opt = optax.radam if cfg["OPTIMIZER"] == "radam" else optax.adam
+    tx = optax.chain(optax.clip_by_global_norm(cfg["MAX_GRAD_NORM"]), opt(learning_rate=lr))
+
+    buffer = fbx.make_trajectory_buffer(
+        add_batch_size=B, sample_batch_size=cfg["BUFFER_BATCH_SIZE"], sample_sequence_length=2,
+        period=1, min_length_time_axis=2, max_length_time_axis=max(2, cfg["BUFFER_SIZE"] // B))
+    greedy_eval = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"])
+    has_won = wrapped.has_won
+    steps_per_update = B * T
+
+    def init(rng):
+        rng, k_agent, k_mixer, k_env = jax.random.split(rng, 4)
+        params = {"agent": agents.init(k_agent),
+                  "mixer": algorithm.init_mixer(k_mixer, cfg, N, wrapped.state_size)}
+        train = TrainState(params=params, target_params=params, opt_state=tx.init(params),
+                           n_updates=jnp.int32(0), grad_steps=jnp.int32(0), timesteps=jnp.int32(0))
+        carry = reset_envs(wrapped, k_env, agents.initial_hidden(B))
+        dummy = Chunk(obs=jnp.zeros((T, N, wrapped.obs_size)), state=jnp.zeros((T, S)),
+                      first=jnp.zeros((T,), bool), avail=jnp.zeros((T, N, A)),
+                      actions=jnp.zeros((T, N), jnp.int32), rewards=jnp.zeros((T, N)),
+                      dones=jnp.zeros((T,), bool), hidden=jnp.zeros((N, H)))
+        last = {"returned_episode_returns": jnp.float32(jnp.nan),
+                "test_returned_episode_returns": jnp.float32(jnp.nan),
+                "test_returned_episode_returns_std": jnp.float32(jnp.nan)}
+        if has_won:
+            last.update(returned_won_episode=jnp.float32(jnp.nan),
+                        test_returned_won_episode=jnp.float32(jnp.nan))
+        return RunnerState(train, buffer.init(dummy), carry, last, rng)
+
+    def rollout(params, carry: EnvCarry, epsilon, rng):
+        """T ε-greedy steps of B envs -> (carry, chunk (B, ...), episode stats)."""
+        def step(carry, k):
+            k_act, k_env = jax.random.split(k)
+            hidden, q = agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])
+            keys = jax.random.split(k_act, B * N).reshape(B, N, -1)
+            eps_greedy = jax.vmap(jax.vmap(epsilon_greedy, (0, 0, 0, None)), (0, 0, 0, None))
+            actions = eps_greedy(keys, q[0], carry.avail, epsilon)  # (B, N)
+            new, (rewards, done, team_return, won) = step_envs(wrapped, k_env, carry, actions, hidden)
+            out = (carry.obs, carry.state[:, :S], carry.first, carry.avail, actions, rewards, done)
+            return new, (out, team_return, won)
+
+        h0 = carry.hidden
+        carry, (out, team_return, won) = jax.lax.scan(step, carry, jax.random.split(rng, T))
+        steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, N, H)
+        chunk = steps._replace(**{f: jnp.swapaxes(getattr(steps, f), 0, 1)
+                                  for f in Chunk._fields if f != "hidden"})  # (B, T, ...)
+        done = out[-1]
+        n_done = done.sum()
+        stats = {"returned_episode_returns": jnp.sum(team_return * done) / jnp.maximum(n_done, 1)}
+        if has_won:
+            stats["returned_won_episode"] = jnp.sum(won & done) / jnp.maximum(n_done, 1)
+        return carry, chunk, stats, n_done
+
+    def sequences(sample: Chunk) -> Chunk:
+        """(Bs, 2, ...) pairs of consecutive chunks -> time-major sequences of T+1 steps (T for
+        actions/rewards/dones): (T+1, Bs, ...)."""
+        def join(x):
+            return jnp.swapaxes(jnp.concatenate([x[:, 0], x[:, 1, :1]], axis=1), 0, 1)
+
+        def head(x):
+            return jnp.swapaxes(x[:, 0], 0, 1)
+        return Chunk(obs=join(sample.obs), state=join(sample.state), first=join(sample.first),
+                     avail=join(sample.avail), actions=head(sample.actions),
+                     rewards=head(sample.rewards), dones=head(sample.dones),
+                     hidden=sample.hidden[:, 0])
+
+    def loss_fn(params, target_params, seq: Chunk):
+        _, q = agents.apply(params["agent"], seq.hidden, seq.obs, seq.first)          # (T+1, Bs, N, A)
+        _, q_tgt = agents.apply(target_params["agent"], seq.hidden, seq.obs, seq.first)
+        q_taken = jnp.take_along_axis(q[:-1], seq.actions[..., None], axis=-1)[..., 0]  # (T, Bs, N)
+        bootstrap = jax.vmap(jax.vmap(jax.vmap(double_q_bootstrap)))
+        q_next = bootstrap(jax.lax.stop_gradient(q_tgt[1:]), jax.lax.stop_gradient(q[1:]),
+                           seq.avail[1:])                                               # (T, Bs, N)
+        discount = cfg["GAMMA"] * (1.0 - seq.dones.astype(jnp.float32))                # (T, Bs)
+        loss = algorithm.loss(cfg, params["mixer"], target_params["mixer"], q_taken, q_next,
+                              seq.rewards * cfg["REW_SCALE"], discount, seq.state)
+        return loss, q_taken.mean()
+
+    def learn(train: TrainState, buffer_state, rng):
+        def epoch(train, k):
+            seq = sequences(buffer.sample(buffer_state, k).experience)
+            (loss, qvals), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                train.params, train.target_params, seq)
+            updates, opt_state = tx.update(grads, train.opt_state, train.params)
+            train = train._replace(params=optax.apply_updates(train.params, updates),
+                                   opt_state=opt_state, grad_steps=train.grad_steps + 1)
+            return train, (loss, qvals)
+        train, (loss, qvals) = jax.lax.scan(epoch, train, jax.random.split(rng, cfg["NUM_EPOCHS"]))
+        return train, loss.mean(), qvals.mean()
+
+    def update(runner: RunnerState, update_idx):
+        """One update: rollout -> store -> learn -> target sync -> (maybe) evaluate.
+        ``update_idx`` comes from the scan's xs, so conditions on it stay real branches under vmap."""
+        train, buffer_state, carry, last, rng = runner
+        rng, k_roll, k_learn, k_test = jax.random.split(rng, 4)
+        epsilon = linear_schedule(cfg["EPSILON_START"], cfg["EPSILON_FINISH"],
+                                  cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
+        carry, chunk, stats, n_done = rollout(train.params["agent"], carry, epsilon, k_roll)
+        buffer_state = buffer.add(buffer_state, jax.tree.map(lambda x: x[:, None], chunk))
+        timesteps = (update_idx + 1) * steps_per_update
+        train = train._replace(timesteps=train.timesteps + steps_per_update)
+
+        can_learn = (update_idx >= 1) & (timesteps > cfg["LEARNING_STARTS"])  # >= 2 chunks stored
+        train, loss, qvals = jax.lax.cond(
+            can_learn, lambda t: learn(t, buffer_state, k_learn),
+            lambda t: (t, jnp.float32(jnp.nan), jnp.float32(jnp.nan)), train)
+        train = train._replace(n_updates=train.n_updates + 1)
+        train = jax.lax.cond(
+            (update_idx + 1) % cfg["TARGET_UPDATE_INTERVAL"] == 0,
+            lambda t: t._replace(target_params=optax.incremental_update(
+                t.params, t.target_params, cfg["TAU"])),
+            lambda t: t, train)
+
+        last = {**last, **{k: jnp.where(n_done > 0, v, last[k]) for k, v in stats.items()}}
+        if cfg["TEST_DURING_TRAINING"]:
+            do_test = (update_idx % cfg["TEST_EVERY"] == 0) | (update_idx == cfg["NUM_UPDATES"] - 1)
+            test_keys = [k for k in last if k.startswith("test_")]
+            last = {**last, **jax.lax.cond(
+                do_test, lambda: {k: v for k, v in greedy_eval(k_test, train.params["agent"]).items()
+                                  if k in test_keys},
+                lambda: {k: last[k] for k in test_keys})}
+        metrics = {"env_step": train.timesteps, "update_steps": train.n_updates,
+                   "grad_steps": train.grad_steps, "loss": loss, "qvals": qvals, "epsilon": epsilon,
+                   **last}
+        if cfg["DEBUG"]:
+            jax.debug.callback(_debug_print, metrics, update_idx % cfg["TEST_EVERY"] == 0)
+        return RunnerState(train, buffer_state, carry, last, rng), metrics
+
+    def run(runner: RunnerState, update_indices):
+        return jax.lax.scan(update, runner, update_indices)
+
+    def train(rng):
+        runner, metrics = run(init(rng), jnp.arange(cfg["NUM_UPDATES"]))
+        return {"runner_state": runner, "metrics": metrics}
+
+    train.init, train.run, train.config, train.agents, train.env = init, run, cfg, agents, wrapped
+    train.evaluate = greedy_eval
+    return train
+
+
+def _debug_print(metrics, show):
+    if bool(show):
+        print(" ".join(f"{k}={float(v):.4g}" for k, v in metrics.items()), flush=True)

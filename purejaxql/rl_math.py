@@ -1,0 +1,56 @@
+"""Pure value-learning math, rlax style: unbatched functions, shapes checked at trace time.
+
+Names follow rlax: ``q_tm1`` Q-values at time t-1 (the step being updated), ``a_tm1`` the action taken
+there, ``r_t`` the reward that followed, ``discount_t`` = γ·(1 - done), ``q_t`` Q-values at time t.
+Batch them with ``jax.vmap``. Unavailable actions are those with ``avail == 0``.
+"""
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+__all__ = ["masked_argmax", "double_q_bootstrap", "double_q_td_error", "epsilon_greedy",
+           "linear_schedule"]
+
+
+def masked_argmax(q: jax.Array, avail: jax.Array) -> jax.Array:
+    """Index of the largest Q among available actions. q, avail: (A,) -> ()."""
+    chex.assert_rank([q, avail], 1)
+    chex.assert_equal_shape([q, avail])
+    return jnp.argmax(jnp.where(avail > 0, q, -jnp.inf))
+
+
+def double_q_bootstrap(q_t_value: jax.Array, q_t_selector: jax.Array, avail_t: jax.Array) -> jax.Array:
+    """Double-Q next value: the selector (online) net picks argmax over available actions,
+    the value (target) net values it. (A,), (A,), (A,) -> ()."""
+    chex.assert_rank([q_t_value, q_t_selector, avail_t], 1)
+    return q_t_value[masked_argmax(q_t_selector, avail_t)]
+
+
+def double_q_td_error(q_tm1: jax.Array, a_tm1: jax.Array, r_t: jax.Array, discount_t: jax.Array,
+                      q_t_value: jax.Array, q_t_selector: jax.Array, avail_t: jax.Array) -> jax.Array:
+    """δ = r_t + discount_t · q_t_value[argmax_{a available} q_t_selector[a]] - q_tm1[a_tm1].
+
+    The target is not differentiated through (stop_gradient). Shapes: q's (A,), the rest ().
+    """
+    chex.assert_rank([q_tm1, a_tm1, r_t, discount_t], [1, 0, 0, 0])
+    target = r_t + discount_t * double_q_bootstrap(q_t_value, q_t_selector, avail_t)
+    return jax.lax.stop_gradient(target) - q_tm1[a_tm1]
+
+
+def epsilon_greedy(key: jax.Array, q: jax.Array, avail: jax.Array, epsilon: jax.Array) -> jax.Array:
+    """With probability ε a uniformly random *available* action, else the greedy available one.
+    q, avail: (A,) -> () int32."""
+    chex.assert_rank([q, avail, epsilon], [1, 1, 0])
+    k_explore, k_action = jax.random.split(key)
+    random_a = jax.random.categorical(k_action, jnp.where(avail > 0, 0.0, -jnp.inf))
+    greedy_a = masked_argmax(q, avail)
+    explore = jax.random.uniform(k_explore) < epsilon
+    return jnp.where(explore, random_a, greedy_a).astype(jnp.int32)
+
+
+def linear_schedule(start: float, finish: float, duration: float, t: jax.Array) -> jax.Array:
+    """Linear anneal from ``start`` to ``finish`` over ``duration`` (units of t), then constant."""
+    frac = jnp.clip(t / jnp.maximum(duration, 1e-8), 0.0, 1.0)
+    return start + frac * (finish - start)

@@ -1,0 +1,242 @@
+"""Command line glue shared by every entry point: hydra config, env creation, seeds, progress, wandb.
+
+``python -m purejaxql.qmix_ps +alg=qmix_mpe NUM_SEEDS=4 alg.LR=0.001``
+
+The training program is the same one ``make_train`` returns; the CLI runs it in chunks of updates
+(``train.init`` then ``train.run`` over consecutive update indices, carrying the full state), which gives
+identical results to one ``jax.jit(train)`` call while letting the terminal show progress between
+chunks and a watchdog notice a run that stopped making progress.
+"""
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from purejaxql.config import ConfigError
+
+CONFIG_PACKAGE = "purejaxql.conf"
+
+
+def available_algs() -> List[str]:
+    from importlib.resources import files
+    return sorted(p.name[:-5] for p in files(CONFIG_PACKAGE).joinpath("alg").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def make_env(cfg: Dict[str, Any]):
+    """Build the JaxMARL env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS)."""
+    import jaxmarl
+    name = cfg.get("ENV_NAME")
+    kwargs = dict(cfg.get("ENV_KWARGS") or {})
+    if name not in jaxmarl.registered_envs:
+        import difflib
+        close = difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3)
+        raise ConfigError(f"unknown ENV_NAME {name!r}" + (f"; close matches: {close}" if close else ""))
+    if "SMAX" in name:
+        from jaxmarl.environments.smax import map_name_to_scenario
+        map_name = cfg.get("MAP_NAME") or "3m"
+        try:
+            kwargs["scenario"] = map_name_to_scenario(map_name)
+        except Exception:
+            raise ConfigError(f"unknown SMAX MAP_NAME {map_name!r}") from None
+    return jaxmarl.make(name, **kwargs)
+
+
+def chunk_size(num_updates: int, target_chunks: int = 100) -> int:
+    """Largest divisor of num_updates not above num_updates / target_chunks (so one compile serves all)."""
+    limit = max(1, num_updates // target_chunks)
+    return max(d for d in range(1, limit + 1) if num_updates % d == 0)
+
+
+class Watchdog:
+    """Fails loudly when no chunk of updates finishes within the allowed time.
+
+    XLA programs cannot be interrupted, so on a stall the watchdog prints every thread's stack and
+    ends the process with exit code 3 instead of leaving a silent terminal.
+    """
+
+    def __init__(self, timeout: float):
+        self.timeout, self.last, self.allowed = timeout, time.time(), 2 * timeout
+        self.done = threading.Event()
+        self.slowest = 0.0
+        if timeout > 0:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def beat(self, chunk_seconds: float):
+        self.slowest = max(self.slowest, chunk_seconds)
+        self.allowed = max(self.timeout, 10 * self.slowest)
+        self.last = time.time()
+
+    def stop(self):
+        self.done.set()
+
+    def _watch(self):
+        while not self.done.wait(1.0):
+            if time.time() - self.last > self.allowed:
+                sys.stderr.write(
+                    f"\npurejaxql: no progress for {time.time() - self.last:.0f} s (allowed {self.allowed:.0f} s): "
+                    "the XLA program appears stuck. Thread stacks follow. Raise WATCHDOG_TIMEOUT if the run "
+                    "is just slow, or set WATCHDOG_TIMEOUT=0 to disable.\n")
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                sys.stderr.flush()
+                os._exit(3)
+
+
+class Progress:
+    """One updating terminal line: env steps, steps/s, ETA, ε, latest greedy return."""
+
+    def __init__(self, total_steps: float, enabled: bool = True):
+        self.total, self.enabled, self.start = total_steps, enabled and sys.stderr.isatty(), None
+        self.plain = enabled and not self.enabled
+        self.last_plain = 0.0
+
+    def update(self, metrics: Dict[str, np.ndarray]):
+        now = time.time()
+        if self.start is None:
+            self.start = (now, float(np.mean(metrics["env_step"][..., 0])))
+        steps = float(np.mean(metrics["env_step"][..., -1]))
+        rate = (steps - self.start[1]) / max(now - self.start[0], 1e-9)
+        eta = (self.total - steps) / rate if rate > 0 else float("nan")
+        ret = np.nanmean(metrics["test_returned_episode_returns"][..., -1]) \
+            if np.any(np.isfinite(metrics["test_returned_episode_returns"][..., -1])) else float("nan")
+        line = (f"env steps {steps:,.0f}/{self.total:,.0f} | {rate:,.0f} steps/s | ETA {eta:,.0f} s | "
+                f"ε {float(np.mean(metrics['epsilon'][..., -1])):.3f} | greedy return {ret:.3f}")
+        if self.enabled:
+            sys.stderr.write("\r" + line[:160].ljust(120))
+            sys.stderr.flush()
+        elif self.plain and now - self.last_plain > 10:  # not a terminal: a line every 10 s
+            print(line, flush=True)
+            self.last_plain = now
+
+    def close(self):
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, num_seeds: int,
+                 progress: bool = True, watchdog_timeout: float = 600.0,
+                 on_metrics: Optional[Callable[[Dict[str, np.ndarray]], None]] = None):
+    """Train ``num_seeds`` seeds (vmapped) in chunks. Returns (runner_state, metrics, timings);
+    metrics arrays have shape (num_seeds, NUM_UPDATES)."""
+    import jax
+    import jax.numpy as jnp
+
+    train = make_train(config, env)
+    cfg = train.config
+    rngs = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+    n_updates, c = cfg["NUM_UPDATES"], chunk_size(cfg["NUM_UPDATES"])
+    init = jax.jit(jax.vmap(train.init))
+    run = jax.jit(jax.vmap(train.run, in_axes=(0, None)), donate_argnums=0)
+
+    t0 = time.time()
+    runner = init(rngs)
+    compiled = run.lower(runner, jnp.arange(c)).compile()
+    compile_s = time.time() - t0
+    bar, dog = Progress(cfg["TOTAL_TIMESTEPS"], progress), Watchdog(watchdog_timeout)
+    chunks: List[Dict[str, np.ndarray]] = []
+    t1 = time.time()
+    try:
+        for start in range(0, n_updates, c):
+            tc = time.time()
+            runner, metrics = compiled(runner, jnp.arange(start, start + c))
+            metrics = jax.tree.map(np.asarray, metrics)  # waits for the chunk
+            dog.beat(time.time() - tc)
+            chunks.append(metrics)
+            bar.update(metrics)
+            if on_metrics is not None:
+                on_metrics(metrics)
+    finally:
+        dog.stop()
+        bar.close()
+    run_s = time.time() - t1
+    metrics = {k: np.concatenate([m[k] for m in chunks], axis=1) for k in chunks[0]}
+    steps = float(metrics["env_step"][0, -1]) * num_seeds
+    return runner, metrics, {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / run_s}
+
+
+def summarise(metrics: Dict[str, np.ndarray], timings: Dict[str, float], alg: str, env_name: str) -> str:
+    final = metrics["test_returned_episode_returns"][:, -1]
+    std = metrics["test_returned_episode_returns_std"][:, -1]
+    lines = [f"{alg} on {env_name}: final greedy team return {np.nanmean(final):.3f} ± "
+             f"{np.nanstd(final):.3f} over {len(final)} seed(s)"]
+    for i, (m, s) in enumerate(zip(final, std)):
+        won = metrics.get("test_returned_won_episode")
+        extra = f", win rate {won[i, -1]:.3f}" if won is not None else ""
+        lines.append(f"  seed {i}: greedy return {m:.3f} ± {s:.3f} (over test episodes){extra}")
+    lines.append(f"  compile {timings['compile_s']:.1f} s, train {timings['run_s']:.1f} s, "
+                 f"{timings['steps_per_s']:,.0f} env steps/s (all seeds)")
+    return "\n".join(lines)
+
+
+def _wandb_logger(cfg: Dict[str, Any], alg: str, env_name: str):
+    mode = cfg.get("WANDB_MODE", "disabled")
+    if mode == "disabled":
+        return None, None
+    import wandb
+    run = wandb.init(entity=cfg.get("ENTITY") or None, project=cfg.get("PROJECT", "purejaxql"),
+                     tags=[alg.upper(), env_name], name=f"{alg}_{env_name}", config=cfg, mode=mode)
+    all_seeds = bool(cfg.get("WANDB_LOG_ALL_SEEDS", False))
+
+    def log(metrics):
+        n_seeds, n = metrics["env_step"].shape
+        for u in range(n):
+            row = {k: float(np.nanmean(v[:, u])) if np.any(np.isfinite(v[:, u])) else float("nan")
+                   for k, v in metrics.items()}
+            if all_seeds:
+                row.update({f"rng{s}/{k}": float(v[s, u]) for k, v in metrics.items() for s in range(n_seeds)})
+            wandb.log(row, step=int(metrics["env_step"][0, u]))
+    return log, run
+
+
+def main_from_cfg(make_train: Callable, alg: str, cfg: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """Run one training job from a flat config (alg keys + run keys)."""
+    env = make_env(cfg)
+    env_name = cfg["ENV_NAME"] + (f"_{cfg['MAP_NAME']}" if "SMAX" in cfg["ENV_NAME"] else "")
+    alg_cfg = {k: v for k, v in cfg.items() if k != "alg"}
+    log, wb = _wandb_logger(cfg, alg, env_name)
+    print(f"purejaxql: {alg} on {env_name}, {cfg.get('NUM_SEEDS', 1)} seed(s); compiling...", flush=True)
+    _, metrics, timings = run_training(
+        make_train, alg_cfg, env, int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1)),
+        progress=bool(cfg.get("PROGRESS", True)), watchdog_timeout=float(cfg.get("WATCHDOG_TIMEOUT", 600)),
+        on_metrics=log)
+    print(summarise(metrics, timings, alg, env_name), flush=True)
+    if wb is not None:
+        wb.finish()
+    return metrics
+
+
+def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
+    """Entry point of ``python -m purejaxql.<alg>``: hydra overrides from the command line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = available_algs()
+    chosen = [a for a in argv if a.startswith(("+alg=", "alg="))]
+    if not chosen:
+        default = f"{alg.split('_')[0]}_mpe"
+        print(f"purejaxql: no +alg given, using +alg={default} (available: {', '.join(names)})", flush=True)
+        argv.append(f"+alg={default}")
+    else:
+        name = chosen[0].split("=", 1)[1]
+        if name not in names:
+            print(f"purejaxql: error: unknown +alg={name}; available: {', '.join(names)}", file=sys.stderr)
+            sys.exit(2)
+    import hydra
+    from omegaconf import OmegaConf
+
+    @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_PACKAGE, config_name="config")
+    def _main(cfg):
+        flat = OmegaConf.to_container(cfg, resolve=True)
+        flat = {**{k: v for k, v in flat.items() if k != "alg"}, **flat.get("alg", {})}
+        try:
+            main_from_cfg(make_train, alg, flat)
+        except ConfigError as e:
+            print(f"purejaxql: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    sys.argv = [sys.argv[0]] + argv
+    _main()

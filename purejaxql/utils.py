@@ -1,0 +1,165 @@
+"""Environment wrapper shared by every algorithm: :class:`CTRolloutManager`.
+
+It turns a plain JaxMARL ``MultiAgentEnv`` into a batch of ``batch_size`` environments for centralised
+training:
+
+* ``obs["__all__"]``: the global state (the env's own ``world_state`` where it has one, as SMAX does,
+  else the concatenation of the agents' raw observations);
+* ``rewards["__all__"]``: the sum of the training agents' rewards;
+* every agent's observation flattened, zero-padded to the largest agent's length and followed by a
+  one-hot agent id (so agents of different shapes can share one network);
+* action sets padded to the largest agent's; padded actions are marked unavailable;
+* ``infos["won_episode"]`` on environments with a battle outcome (SMAX).
+
+Environments auto-reset inside ``step`` (JaxMARL semantics): after a step whose ``dones["__all__"]`` is
+true, the returned observation is the first observation of the next episode.
+
+Shapes: B = batch_size environments, N agents, D = ``obs_size``, A = ``max_action_space``, S = state size.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["CTRolloutManager", "space_dim", "stack_agents", "unstack_agents"]
+
+
+def space_dim(space) -> int:
+    """Flat size of a Box/Discrete/MultiDiscrete space (number of actions for a Discrete one)."""
+    if hasattr(space, "n"):
+        return int(space.n)
+    return int(np.prod(space.shape))
+
+
+def stack_agents(x: Dict[str, jax.Array], agents: Sequence[str], axis: int = 1) -> jax.Array:
+    """{agent: (B, ...)} -> (B, N, ...) in ``agents`` order (``axis`` picks where N goes)."""
+    return jnp.stack([x[a] for a in agents], axis=axis)
+
+
+def unstack_agents(x: jax.Array, agents: Sequence[str], axis: int = 1) -> Dict[str, jax.Array]:
+    """(B, N, ...) -> {agent: (B, ...)}; the inverse of :func:`stack_agents`."""
+    return {a: jnp.take(x, i, axis=axis) for i, a in enumerate(agents)}
+
+
+class CTRolloutManager:
+    """Batched, padded, centralised-training view of a JaxMARL environment.
+
+    Args:
+        env: a JaxMARL ``MultiAgentEnv`` with discrete action spaces.
+        batch_size: number of environments stepped in parallel (B).
+        training_agents: agents whose rewards make up ``rewards["__all__"]`` (default: all).
+        preprocess_obs: pad observations and append the one-hot agent id (default True).
+    """
+
+    def __init__(self, env, batch_size: int, training_agents: Optional[Sequence[str]] = None,
+                 preprocess_obs: bool = True):
+        self._env = env
+        self.batch_size = int(batch_size)
+        self.agents = list(env.agents)
+        self.num_agents = len(self.agents)
+        self.training_agents = list(self.agents if training_agents is None else training_agents)
+        self.preprocess_obs = preprocess_obs
+        for a in self.agents:
+            if not hasattr(env.action_space(a), "n"):
+                raise ValueError(
+                    f"agent {a!r} of {getattr(env, 'name', type(env).__name__)} has a continuous action "
+                    f"space ({type(env.action_space(a)).__name__}); Q-learning needs discrete actions")
+        self.obs_dims = [space_dim(env.observation_space(a)) for a in self.agents]
+        self.action_dims = [space_dim(env.action_space(a)) for a in self.agents]
+        self.max_obs_length = max(self.obs_dims)
+        self.max_action_space = max(self.action_dims)
+        self.obs_size = self.max_obs_length + (self.num_agents if preprocess_obs else 0)
+        self.agents_one_hot = {a: oh for a, oh in zip(self.agents, jnp.eye(self.num_agents))}
+        # (N, A) mask of the actions each agent really has (padded ones are 0)
+        self.valid_actions_oh = jnp.asarray(
+            [[1.0] * n + [0.0] * (self.max_action_space - n) for n in self.action_dims])
+        self._has_avail = type(env).get_avail_actions is not _base_get_avail_actions()
+        self.has_won = hasattr(env, "won_battle_bonus")
+        self.max_steps = getattr(env, "max_steps", None)
+        # global state size, found by tracing one reset
+        obs_shape = jax.eval_shape(self.wrapped_reset, jax.random.PRNGKey(0))[0]
+        self.state_size = int(obs_shape["__all__"].shape[-1])
+
+    def __getattr__(self, name):
+        # everything else (name, observation_space, max_steps, ...) comes from the wrapped env
+        return getattr(self._env, name)
+
+    # ---- single environment ------------------------------------------------------------------------
+    def global_state(self, raw_obs: Dict[str, jax.Array], state) -> jax.Array:
+        """(S,) global state: the env's ``world_state`` if it has one, else raw observations joined."""
+        if "world_state" in raw_obs:
+            return raw_obs["world_state"].ravel()
+        return jnp.concatenate([raw_obs[a].ravel() for a in self.agents], axis=-1)
+
+    def global_reward(self, rewards: Dict[str, jax.Array]) -> jax.Array:
+        """Sum of the training agents' rewards."""
+        return jnp.stack([rewards[a] for a in self.training_agents]).sum(axis=0)
+
+    def _preprocess_obs(self, arr: jax.Array, agent_one_hot: jax.Array) -> jax.Array:
+        arr = arr.ravel()
+        arr = jnp.pad(arr, (0, self.max_obs_length - arr.shape[-1]))
+        return jnp.concatenate([arr, agent_one_hot], axis=-1)
+
+    def _wrap_obs(self, raw_obs, state):
+        if self.preprocess_obs:
+            obs = {a: self._preprocess_obs(raw_obs[a], self.agents_one_hot[a]) for a in self.agents}
+        else:
+            obs = {a: raw_obs[a] for a in self.agents}
+        obs["__all__"] = self.global_state(raw_obs, state)
+        return obs
+
+    def wrapped_reset(self, key):
+        raw_obs, state = self._env.reset(key)
+        return self._wrap_obs(raw_obs, state), state
+
+    def wrapped_step(self, key, state, actions):
+        raw_obs, state, rewards, dones, infos = self._env.step(key, state, actions)
+        obs = self._wrap_obs(raw_obs, state)
+        rewards = {a: rewards[a] for a in self.agents}
+        rewards["__all__"] = self.global_reward(rewards)
+        infos = {}
+        if self.has_won:  # SMAX: a won battle pays the won bonus on its last step
+            won_bonus = self._env.won_battle_bonus
+            infos["won_episode"] = dones["__all__"] & jnp.any(
+                jnp.stack([rewards[a] for a in self.agents]) >= won_bonus)
+        return obs, state, rewards, dones, infos
+
+    def avail_actions(self, state) -> Dict[str, jax.Array]:
+        """{agent: (A,)} 0/1 availability, padded to ``max_action_space`` (unbatched state)."""
+        if self._has_avail:
+            avail = self._env.get_avail_actions(state)
+            return {a: jnp.pad(jnp.asarray(avail[a], jnp.float32),
+                               (0, self.max_action_space - avail[a].shape[-1]))
+                    for a in self.agents}
+        return {a: self.valid_actions_oh[i] for i, a in enumerate(self.agents)}
+
+    # ---- batched -----------------------------------------------------------------------------------
+    @partial(jax.jit, static_argnums=0)
+    def batch_reset(self, key):
+        return jax.vmap(self.wrapped_reset)(jax.random.split(key, self.batch_size))
+
+    @partial(jax.jit, static_argnums=0)
+    def batch_step(self, key, states, actions):
+        keys = jax.random.split(key, self.batch_size)
+        return jax.vmap(self.wrapped_step)(keys, states, actions)
+
+    def get_valid_actions(self, states) -> Dict[str, jax.Array]:
+        """{agent: (B, A)} availability for a batch of states."""
+        return jax.vmap(self.avail_actions)(states)
+
+    def batch_sample(self, key, agent: str, avail: Optional[jax.Array] = None) -> jax.Array:
+        """(B,) uniformly random actions of ``agent``, drawn only among its available ones."""
+        if avail is None:
+            avail = jnp.broadcast_to(self.valid_actions_oh[self.agents.index(agent)],
+                                     (self.batch_size, self.max_action_space))
+        logits = jnp.where(avail > 0, 0.0, -jnp.inf)
+        return jax.random.categorical(key, logits, axis=-1)
+
+
+def _base_get_avail_actions():
+    from jaxmarl.environments.multi_agent_env import MultiAgentEnv
+    return MultiAgentEnv.get_avail_actions
