@@ -18,18 +18,59 @@ from typing import Any, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.initializers import constant, orthogonal
+import numpy as np
+from flax.linen.initializers import constant
 
-__all__ = ["GRU", "AgentNetwork", "SharedAgents"]
+__all__ = ["orthogonal", "GRU", "AgentNetwork", "SharedAgents"]
+
+
+def orthogonal(scale: float = 1.0):
+    """Orthogonal initialiser (Saxe et al. 2014) built from matmuls only, with no LAPACK call.
+
+    Why not ``jax.nn.initializers.orthogonal``: it calls LAPACK's QR, and when parameters are initialised
+    inside a ``jax.vmap``-ed training program (one init per seed) that QR is a batched custom call whose
+    kernel splits the batch over XLA:CPU's intra-op thread pool and blocks waiting for it. On a 2-core
+    machine that pool has 2 threads; when both are inside such a kernel no thread is left to run the
+    work they wait for and the program deadlocks with every thread asleep (seen here with JAX 0.10.2:
+    both ``tf_XLAEigen`` threads in ``OrthogonalQr::Kernel -> ParallelBatchMap -> BlockingCounter::Wait``).
+
+    The matrix is a Gaussian one orthonormalised by Gram-Schmidt, applied twice for numerical accuracy;
+    equal in distribution to QR with a positive-diagonal R (Haar measure).
+    """
+    def init(key, shape, dtype=jnp.float32):
+        n_cols = shape[-1]
+        n_rows = int(np.prod(shape[:-1]))
+        m, k = max(n_rows, n_cols), min(n_rows, n_cols)
+        q = _orthonormal_columns(jax.random.normal(key, (m, k), jnp.float32))
+        if n_rows < n_cols:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+    return init
+
+
+def _orthonormal_columns(a: jax.Array) -> jax.Array:
+    """(m, k), m >= k -> (m, k) with orthonormal columns spanning the same leading subspaces."""
+    k = a.shape[1]
+
+    def body(j, q):
+        earlier = (jnp.arange(k) < j).astype(q.dtype)
+        v = q[:, j]
+        for _ in range(2):  # classical Gram-Schmidt, twice
+            v = v - q @ ((q.T @ v) * earlier)
+        return q.at[:, j].set(v / jnp.sqrt(jnp.sum(v * v)))
+
+    return jax.lax.fori_loop(0, k, body, a)
 
 
 class GRU(nn.Module):
     """GRU over time with resets at episode starts.
 
-    The input projection of all T steps is one matmul outside the time loop; inside the loop only the
-    hidden projection remains (3 gates fused into one (H, 3H) matmul). Gate equations (Cho et al. 2014):
-    r = σ(x W_r + h U_r + b_r), z = σ(x W_z + h U_z + b_z), n = tanh(x W_n + b_n + r ⊙ (h U_n + c_n)),
+    Gate equations (Cho et al. 2014), h reset to 0 before step t wherever first[t]:
+    r = σ(x W_r + b_r + h U_r), z = σ(x W_z + b_z + h U_z), n = tanh(x W_n + b_n + r ⊙ (h U_n + c_n)),
     h' = (1 - z) ⊙ n + z ⊙ h.
+    The input projections of all T steps are computed before the time loop; inside it only the three
+    (H, H) hidden matmuls remain. Gates keep separate matrices: on XLA:CPU slicing one fused (B, 3H)
+    product into gates inside the loop is several times slower than three small matmuls.
     """
 
     hidden_dim: int
@@ -37,33 +78,23 @@ class GRU(nn.Module):
     @nn.compact
     def __call__(self, h0: jax.Array, x: jax.Array, first: jax.Array) -> Tuple[jax.Array, jax.Array]:
         """h0 (B, H), x (T, B, E), first (T, B) -> (h_T (B, H), hs (T, B, H))."""
-        H = self.hidden_dim
-        w_in = self.param("w_in", nn.initializers.lecun_normal(), (x.shape[-1], 3 * H))
-        b_in = self.param("b_in", nn.initializers.zeros_init(), (3 * H,))
-        w_h = self.param("w_h", _stacked_orthogonal(3), (H, 3 * H))
-        b_h = self.param("b_h", nn.initializers.zeros_init(), (3 * H,))
-        xg = x @ w_in + b_in  # (T, B, 3H)
+        H, E = self.hidden_dim, x.shape[-1]
+        w = {g: self.param(f"w_i{g}", nn.initializers.lecun_normal(), (E, H)) for g in "rzn"}
+        b = {g: self.param(f"b_i{g}", nn.initializers.zeros_init(), (H,)) for g in "rzn"}
+        u = {g: self.param(f"w_h{g}", orthogonal(), (H, H)) for g in "rzn"}
+        c_n = self.param("b_hn", nn.initializers.zeros_init(), (H,))
+        xr, xz, xn = (x @ w[g] + b[g] for g in "rzn")  # (T, B, H) each
 
         def step(h, inp):
-            xg_t, first_t = inp
+            xr_t, xz_t, xn_t, first_t = inp
             h = jnp.where(first_t[:, None], 0.0, h)
-            hg = h @ w_h + b_h
-            r = nn.sigmoid(xg_t[:, :H] + hg[:, :H])
-            z = nn.sigmoid(xg_t[:, H:2 * H] + hg[:, H:2 * H])
-            n = jnp.tanh(xg_t[:, 2 * H:] + r * hg[:, 2 * H:])
+            r = nn.sigmoid(xr_t + h @ u["r"])
+            z = nn.sigmoid(xz_t + h @ u["z"])
+            n = jnp.tanh(xn_t + r * (h @ u["n"] + c_n))
             h = (1.0 - z) * n + z * h
             return h, h
 
-        return jax.lax.scan(step, h0, (xg, first))
-
-
-def _stacked_orthogonal(k: int):
-    """Orthogonal init for each of k (H, H) blocks of an (H, kH) matrix."""
-    def init(key, shape, dtype=jnp.float32):
-        keys = jax.random.split(key, k)
-        blocks = [orthogonal()(kk, (shape[0], shape[0]), dtype) for kk in keys]
-        return jnp.concatenate(blocks, axis=1)
-    return init
+        return jax.lax.scan(step, h0, (xr, xz, xn, first))
 
 
 class AgentNetwork(nn.Module):

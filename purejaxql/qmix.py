@@ -15,9 +15,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.initializers import constant, orthogonal
+from flax.linen.initializers import constant
 
 from purejaxql.config import QMIX_DEFAULTS
+from purejaxql.networks import orthogonal
 from purejaxql.q_learning import QAlgorithm
 
 

@@ -1,0 +1,93 @@
+"""Small JaxMARL environments with known answers, for tests."""
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jaxmarl.environments.multi_agent_env import MultiAgentEnv
+from jaxmarl.environments.spaces import Box, Discrete
+
+
+@struct.dataclass
+class TwoStepState:
+    stage: chex.Array   # 0: first step, 1: state 2A, 2: state 2B
+    step: chex.Array
+
+
+class TwoStepGame(MultiAgentEnv):
+    """The two-step game of the QMIX paper (Rashid et al. 2018, §6.1).
+
+    Step 1 (state 1): agent 0's action picks state 2A (action 0) or 2B (action 1); reward 0.
+    Step 2: in 2A every joint action pays 7; in 2B the payoff is [[0, 1], [1, 8]]. Then the episode ends.
+    Both agents observe the one-hot state and each receives the joint payoff.
+    """
+
+    def __init__(self):
+        super().__init__(num_agents=2)
+        self.agents = ["agent_0", "agent_1"]
+        self.max_steps = 2
+        self.observation_spaces = {a: Box(0.0, 1.0, (3,)) for a in self.agents}
+        self.action_spaces = {a: Discrete(2) for a in self.agents}
+        self.payoff_2b = jnp.array([[0.0, 1.0], [1.0, 8.0]])
+
+    def _obs(self, state):
+        oh = jax.nn.one_hot(state.stage, 3)
+        return {a: oh for a in self.agents}
+
+    def reset(self, key):
+        state = TwoStepState(stage=jnp.int32(0), step=jnp.int32(0))
+        return self._obs(state), state
+
+    def step_env(self, key, state, actions):
+        a0, a1 = actions["agent_0"], actions["agent_1"]
+        reward = jnp.where(state.stage == 1, 7.0,
+                           jnp.where(state.stage == 2, self.payoff_2b[a0, a1], 0.0))
+        next_stage = jnp.where(state.stage == 0, 1 + a0, state.stage)
+        done = state.step >= 1
+        state = TwoStepState(stage=next_stage, step=state.step + 1)
+        dones = {a: done for a in self.agents}
+        dones["__all__"] = done
+        return self._obs(state), state, {a: reward for a in self.agents}, dones, {}
+
+
+@struct.dataclass
+class RecallState:
+    cue: chex.Array
+    t: chex.Array
+
+
+class RecallGame(MultiAgentEnv):
+    """Memory test: at t = 0 every agent sees a random cue bit; afterwards only the time t/L.
+    At the last step (t = L-1) an agent is paid 1 if its action equals the cue. Episodes last L steps.
+
+    Solvable only by an agent whose hidden state carries the cue over the whole episode, so it checks
+    that hidden states are stored and restored correctly across update boundaries.
+    Observation: [cue if t == 0 else 0, t / L, 1 if t == 0 else 0].
+    """
+
+    def __init__(self, length: int = 5, num_agents: int = 2):
+        super().__init__(num_agents=num_agents)
+        self.agents = [f"agent_{i}" for i in range(num_agents)]
+        self.length = length
+        self.max_steps = length
+        self.observation_spaces = {a: Box(0.0, 1.0, (3,)) for a in self.agents}
+        self.action_spaces = {a: Discrete(2) for a in self.agents}
+
+    def _obs(self, state):
+        first = (state.t == 0).astype(jnp.float32)
+        o = jnp.stack([state.cue * first, state.t / self.length, first])
+        return {a: o for a in self.agents}
+
+    def reset(self, key):
+        state = RecallState(cue=jax.random.bernoulli(key).astype(jnp.float32), t=jnp.int32(0))
+        return self._obs(state), state
+
+    def step_env(self, key, state, actions):
+        last = state.t == self.length - 1
+        rewards = {a: jnp.where(last, (actions[a] == state.cue.astype(jnp.int32)).astype(jnp.float32), 0.0)
+                   for a in self.agents}
+        state = RecallState(cue=state.cue, t=state.t + 1)
+        dones = {a: last for a in self.agents}
+        dones["__all__"] = last
+        return self._obs(state), state, rewards, dones, {}
