@@ -94,6 +94,9 @@ class GRU(nn.Module):
             h = (1.0 - z) * n + z * h
             return h, h
 
+        if x.shape[0] == 1:  # acting: one step, no loop
+            h, _ = step(h0, (xr[0], xz[0], xn[0], first[0]))
+            return h, h[None]
         return jax.lax.scan(step, h0, (xr, xz, xn, first))
 
 
