@@ -1,0 +1,34 @@
+"""A non-editable install carries the hydra configs: the CLI works from any directory."""
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.timeout(300)
+def test_wheel_ships_configs_and_cli_runs_from_elsewhere(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), ROOT],
+                   check=True, capture_output=True, timeout=240)
+    wheel = next(tmp_path.glob("purejaxql-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for alg in ("iql", "vdn", "qmix"):
+        for env in ("mpe", "smax"):
+            assert f"purejaxql/conf/alg/{alg}_{env}.yaml" in names
+    assert "purejaxql/conf/config.yaml" in names
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=120)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    r = subprocess.run([sys.executable, "-c", "import purejaxql; print(purejaxql.__file__)"], cwd=elsewhere,
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith(str(target)), r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "purejaxql.qmix_ps", "+alg=qmix_smax", "alg.MAP_NAME=2s3z",
+                        "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "MAP_NAME: 2s3z" in r.stdout and "MIXER_EMBEDDING_DIM" in r.stdout
