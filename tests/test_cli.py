@@ -12,7 +12,7 @@ TINY = ["alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=64", "alg.BUFF
 
 
 def cli(module, *args, cwd):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     return subprocess.run([sys.executable, "-m", f"purejaxql.{module}", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=500)
 
@@ -22,6 +22,8 @@ def cli(module, *args, cwd):
                                          ("qmix", "smax")])  # iql_mpe: the default-alg test below
 def test_each_alg_config_runs(alg, envname, tmp_path):
     extra = ["alg.TEST_NUM_STEPS=30"] if envname == "smax" else []
+    if (alg, envname) == ("vdn", "mpe"):  # wandb offline needs no network
+        extra += ["WANDB_MODE=offline", "WANDB_LOG_ALL_SEEDS=True"]
     r = cli(f"{alg}_ps", f"+alg={alg}_{envname}", *TINY, *extra, "NUM_SEEDS=2", "SEED=3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     m = re.search(r"final greedy team return (\S+) ± (\S+) over 2 seed", r.stdout)
@@ -32,6 +34,9 @@ def test_each_alg_config_runs(alg, envname, tmp_path):
     else:
         assert "win rate" in r.stdout
     assert (tmp_path / "outputs").is_dir()  # hydra's run folder, in the caller's directory
+    if "WANDB_MODE=offline" in extra:
+        runs = list((tmp_path / "wandb").glob("offline-run-*"))
+        assert runs and list(runs[0].glob("*.wandb")), r.stdout
 
 
 @pytest.mark.timeout(300)

@@ -30,3 +30,14 @@ def test_orthogonal_init_is_orthogonal(shape):
     np.testing.assert_allclose(gram, 4.0 * np.eye(gram.shape[0]), atol=1e-4)
     w2 = np.asarray(orthogonal(2.0)(jax.random.PRNGKey(2), shape))
     assert not np.allclose(w2.reshape(w.shape), w)  # depends on the key
+
+
+def test_watchdog_ends_a_stalled_run_loudly():
+    import subprocess
+    import sys
+    code = ("import time\nfrom purejaxql.run import Watchdog\nw = Watchdog(1.0)\nw.beat(0.01)\n"
+            "time.sleep(30)\nprint('not stopped')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
+    assert "appears stuck" in r.stderr and "Thread" in r.stderr  # message and thread stacks
+    assert "not stopped" not in r.stdout
