@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, NamedTuple
 import flashbax as fbx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from purejaxql.config import Q_LEARNING_DEFAULTS, resolve_config
@@ -241,5 +242,6 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
 
 
 def _debug_print(metrics, show):
-    if bool(show):
-        print(" ".join(f"{k}={float(v):.4g}" for k, v in metrics.items()), flush=True)
+    """Host-only: reads the values, starts no JAX computation (a callback must not, see README)."""
+    if bool(np.asarray(show)):
+        print(" ".join(f"{k}={float(np.asarray(v)):.4g}" for k, v in metrics.items()), flush=True)

@@ -108,12 +108,15 @@ def test_defaults_fill_every_key(mpe):
 
 
 @pytest.mark.timeout(400)
-def test_smax_mixed_units_reports_wins():
+def test_smax_mixed_units_reports_wins(capfd):
     env = make_env({"ENV_NAME": "HeuristicEnemySMAX", "MAP_NAME": "2s3z"})
     cfg = dict(NUM_ENVS=4, NUM_STEPS=16, TOTAL_TIMESTEPS=4 * 16 * 4, BUFFER_SIZE=64, BUFFER_BATCH_SIZE=4,
                AGENT_HIDDEN_DIM=16, LEARNING_STARTS=0, TEST_NUM_ENVS=4, TEST_INTERVAL=0.5,
-               MIXER_EMBEDDING_DIM=8, MIXER_HYPERNET_HIDDEN_DIM=16)
+               MIXER_EMBEDDING_DIM=8, MIXER_HYPERNET_HIDDEN_DIM=16, DEBUG=True)
     outs = jax.jit(qmix_ps.make_train(cfg, env))(jax.random.PRNGKey(0))
+    jax.block_until_ready(outs)
+    printed = capfd.readouterr().out
+    assert printed.count("test_returned_won_episode=") == 2  # DEBUG: one line per evaluation
     m = outs["metrics"]
     assert {"returned_won_episode", "test_returned_won_episode"} <= set(m)
     won = np.asarray(m["test_returned_won_episode"])
