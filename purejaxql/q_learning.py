@@ -215,8 +215,8 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
             lambda t: t, train)
 
         last = {**last, **{k: jnp.where(n_done > 0, v, last[k]) for k, v in stats.items()}}
+        do_test = (update_idx % cfg["TEST_EVERY"] == 0) | (update_idx == cfg["NUM_UPDATES"] - 1)
         if cfg["TEST_DURING_TRAINING"]:
-            do_test = (update_idx % cfg["TEST_EVERY"] == 0) | (update_idx == cfg["NUM_UPDATES"] - 1)
             test_keys = [k for k in last if k.startswith("test_")]
             last = {**last, **jax.lax.cond(
                 do_test, lambda: {k: v for k, v in greedy_eval(k_test, train.params["agent"]).items()
@@ -226,7 +226,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                    "grad_steps": train.grad_steps, "loss": loss, "qvals": qvals, "epsilon": epsilon,
                    **last}
         if cfg["DEBUG"]:
-            jax.debug.callback(_debug_print, metrics, update_idx % cfg["TEST_EVERY"] == 0)
+            jax.debug.callback(_debug_print, metrics, do_test)
         return RunnerState(train, buffer_state, carry, last, rng), metrics
 
     def run(runner: RunnerState, update_indices):

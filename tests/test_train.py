@@ -116,7 +116,7 @@ def test_smax_mixed_units_reports_wins(capfd):
     outs = jax.jit(qmix_ps.make_train(cfg, env))(jax.random.PRNGKey(0))
     jax.block_until_ready(outs)
     printed = capfd.readouterr().out
-    assert printed.count("test_returned_won_episode=") == 2  # DEBUG: one line per evaluation
+    assert printed.count("test_returned_won_episode=") == 3  # DEBUG: a line per evaluation (0, 2, 3)
     m = outs["metrics"]
     assert {"returned_won_episode", "test_returned_won_episode"} <= set(m)
     won = np.asarray(m["test_returned_won_episode"])
