@@ -59,8 +59,9 @@ QMIX_DEFAULTS: Dict[str, Any] = {
 KEY_OWNERS: Dict[str, str] = {k: "qmix" for k in QMIX_DEFAULTS}
 
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
-RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "ALG_NAME",
-            "PROGRESS", "SAVE_PATH", "HYP_TUNE", "WATCHDOG_TIMEOUT", "XLA_CPU_FLAGS"}
+RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
+            "WATCHDOG_TIMEOUT"}
+BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG")
 
 
 def _number(cfg, key, cast=float):
@@ -120,11 +121,34 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
     if cfg.get("OPTIMIZER") not in (None, "adam", "radam"):
         raise ConfigError(f"OPTIMIZER must be 'adam' or 'radam', got {cfg['OPTIMIZER']!r}")
 
+    for key in ("MIXER_EMBEDDING_DIM", "MIXER_HYPERNET_HIDDEN_DIM"):
+        if key in cfg:
+            cfg[key] = _number(cfg, key, lambda v: int(float(v)))
+            if cfg[key] <= 0:
+                raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
+    for key in BOOL_KEYS:
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be True or False, got {cfg[key]!r}")
+    if cfg["MAX_GRAD_NORM"] <= 0:
+        raise ConfigError(f"MAX_GRAD_NORM must be > 0, got {cfg['MAX_GRAD_NORM']}")
+    if cfg["TOTAL_TIMESTEPS"] >= 2 ** 31:
+        raise ConfigError(f"TOTAL_TIMESTEPS must be < 2**31 (step counters are int32), got "
+                          f"{cfg['TOTAL_TIMESTEPS']:g}")
     rollout = cfg["NUM_ENVS"] * cfg["NUM_STEPS"]
     cfg["NUM_UPDATES"] = int(cfg["TOTAL_TIMESTEPS"] // rollout)
     if cfg["NUM_UPDATES"] < 1:
         raise ConfigError(f"TOTAL_TIMESTEPS={cfg['TOTAL_TIMESTEPS']:g} is smaller than one rollout "
                           f"(NUM_ENVS*NUM_STEPS = {rollout})")
+    total = cfg["NUM_UPDATES"] * rollout
+    if cfg["LEARNING_STARTS"] >= total:
+        raise ConfigError(f"LEARNING_STARTS ({cfg['LEARNING_STARTS']:g}) leaves no update to learn in: training "
+                          f"takes {total} env steps")
+    if cfg["TARGET_UPDATE_INTERVAL"] > cfg["NUM_UPDATES"]:
+        raise ConfigError(f"TARGET_UPDATE_INTERVAL ({cfg['TARGET_UPDATE_INTERVAL']}) exceeds the number of "
+                          f"updates ({cfg['NUM_UPDATES']}): the target network would never be synced")
+    if "BUFFER_SIZE" in cfg and cfg["BUFFER_SIZE"] < 2 * cfg["NUM_ENVS"]:
+        raise ConfigError(f"BUFFER_SIZE ({cfg['BUFFER_SIZE']}) must hold at least two sequences per env "
+                          f"(2 * NUM_ENVS = {2 * cfg['NUM_ENVS']})")
     if "BUFFER_SIZE" in cfg and cfg["BUFFER_BATCH_SIZE"] > cfg["BUFFER_SIZE"]:
         raise ConfigError(f"BUFFER_BATCH_SIZE ({cfg['BUFFER_BATCH_SIZE']}) must not exceed "
                           f"BUFFER_SIZE ({cfg['BUFFER_SIZE']})")
@@ -132,4 +156,6 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
         cfg["EPSILON_ANNEAL_TIME"] = 0.1 * cfg["TOTAL_TIMESTEPS"]
     cfg["EPSILON_ANNEAL_TIME"] = _number(cfg, "EPSILON_ANNEAL_TIME")
     cfg["TEST_EVERY"] = max(1, int(cfg["TEST_INTERVAL"] * cfg["NUM_UPDATES"]))
+    # first update with a gradient step: two chunks stored and more than LEARNING_STARTS steps taken
+    cfg["FIRST_LEARN_UPDATE"] = max(1, int(cfg["LEARNING_STARTS"] // rollout))
     return cfg

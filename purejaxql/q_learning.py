@@ -99,7 +99,8 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     agents = agents_cls(network, N, wrapped.obs_size)
     H = agents.hidden_dim
 
-    lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * cfg["NUM_UPDATES"])
+    learn_updates = cfg["NUM_UPDATES"] - cfg["FIRST_LEARN_UPDATE"]
+    lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * learn_updates)
           if cfg["LR_LINEAR_DECAY"] else cfg["LR"])
     opt = optax.radam if cfg["OPTIMIZER"] == "radam" else optax.adam
     tx = optax.chain(optax.clip_by_global_norm(cfg["MAX_GRAD_NORM"]), opt(learning_rate=lr))
@@ -135,7 +136,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         def step(carry, k):
             k_act, k_env = jax.random.split(k)
             hidden, q = agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])
-            keys = jax.random.split(k_act, B * N).reshape(B, N, -1)
+            keys = jax.random.split(k_act, (B, N))
             eps_greedy = jax.vmap(jax.vmap(epsilon_greedy, (0, 0, 0, None)), (0, 0, 0, None))
             actions = eps_greedy(keys, q[0], carry.avail, epsilon)  # (B, N)
             new, (rewards, done, team_return, won) = step_envs(wrapped, k_env, carry, actions, hidden)
@@ -200,10 +201,9 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                                   cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
         carry, chunk, stats, n_done = rollout(train.params["agent"], carry, epsilon, k_roll)
         buffer_state = buffer.add(buffer_state, jax.tree.map(lambda x: x[:, None], chunk))
-        timesteps = (update_idx + 1) * steps_per_update
         train = train._replace(timesteps=train.timesteps + steps_per_update)
 
-        can_learn = (update_idx >= 1) & (timesteps > cfg["LEARNING_STARTS"])  # >= 2 chunks stored
+        can_learn = update_idx >= cfg["FIRST_LEARN_UPDATE"]  # >= 2 chunks stored, past LEARNING_STARTS
         train, loss, qvals = jax.lax.cond(
             can_learn, lambda t: learn(t, buffer_state, k_learn),
             lambda t: (t, jnp.float32(jnp.nan), jnp.float32(jnp.nan)), train)

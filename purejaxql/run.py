@@ -92,14 +92,12 @@ class Progress:
     """One updating terminal line: env steps, steps/s, ETA, ε, latest greedy return."""
 
     def __init__(self, total_steps: float, enabled: bool = True):
-        self.total, self.enabled, self.start = total_steps, enabled and sys.stderr.isatty(), None
+        self.total, self.enabled, self.start = total_steps, enabled and sys.stderr.isatty(), (time.time(), 0.0)
         self.plain = enabled and not self.enabled
         self.last_plain = 0.0
 
     def update(self, metrics: Dict[str, np.ndarray]):
         now = time.time()
-        if self.start is None:
-            self.start = (now, float(np.mean(metrics["env_step"][..., 0])))
         steps = float(np.mean(metrics["env_step"][..., -1]))
         rate = (steps - self.start[1]) / max(now - self.start[0], 1e-9)
         eta = (self.total - steps) / rate if rate > 0 else float("nan")
@@ -127,6 +125,8 @@ def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, n
     import jax
     import jax.numpy as jnp
 
+    if num_seeds < 1:
+        raise ConfigError(f"NUM_SEEDS must be >= 1, got {num_seeds}")
     train = make_train(config, env)
     cfg = train.config
     rngs = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
@@ -138,7 +138,7 @@ def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, n
     runner = init(rngs)
     compiled = run.lower(runner, jnp.arange(c)).compile()
     compile_s = time.time() - t0
-    bar, dog = Progress(cfg["TOTAL_TIMESTEPS"], progress), Watchdog(watchdog_timeout)
+    bar, dog = Progress(cfg["NUM_UPDATES"] * cfg["NUM_ENVS"] * cfg["NUM_STEPS"], progress), Watchdog(watchdog_timeout)
     chunks: List[Dict[str, np.ndarray]] = []
     t1 = time.time()
     try:
@@ -169,7 +169,8 @@ def summarise(metrics: Dict[str, np.ndarray], timings: Dict[str, float], alg: st
         won = metrics.get("test_returned_won_episode")
         extra = f", win rate {won[i, -1]:.3f}" if won is not None else ""
         lines.append(f"  seed {i}: greedy return {m:.3f} ± {s:.3f} (over test episodes){extra}")
-    lines.append(f"  compile {timings['compile_s']:.1f} s, train {timings['run_s']:.1f} s, "
+    lines.append(f"  wall {timings['compile_s'] + timings['run_s']:.1f} s: compile {timings['compile_s']:.1f} s, "
+                 f"train {timings['run_s']:.1f} s, "
                  f"{timings['steps_per_s']:,.0f} env steps/s (all seeds)")
     return "\n".join(lines)
 
@@ -225,15 +226,20 @@ def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
         if name not in names:
             print(f"purejaxql: error: unknown +alg={name}; available: {', '.join(names)}", file=sys.stderr)
             sys.exit(2)
+        if name.split("_")[0] != alg.split("_")[0]:
+            print(f"purejaxql: warning: running {alg} with the {name} config", file=sys.stderr)
     import hydra
     from omegaconf import OmegaConf
 
     @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_PACKAGE, config_name="config")
     def _main(cfg):
         flat = OmegaConf.to_container(cfg, resolve=True)
-        flat = {**{k: v for k, v in flat.items() if k != "alg"}, **flat.get("alg", {})}
+        top, alg_cfg = {k: v for k, v in flat.items() if k != "alg"}, flat.get("alg", {})
         try:
-            main_from_cfg(make_train, alg, flat)
+            clash = sorted(set(top) & set(alg_cfg))
+            if clash:
+                raise ConfigError(f"{clash[0]} is an algorithm key: set it as alg.{clash[0]}=...")
+            main_from_cfg(make_train, alg, {**top, **alg_cfg})
         except ConfigError as e:
             print(f"purejaxql: error: {e}", file=sys.stderr)
             sys.exit(2)

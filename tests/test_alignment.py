@@ -14,7 +14,8 @@ L, T, B = 5, 3, 4  # episode length 5 is not a multiple of NUM_STEPS 3: episodes
 @pytest.fixture(scope="module")
 def filled_buffer():
     cfg = dict(NUM_ENVS=B, NUM_STEPS=T, TOTAL_TIMESTEPS=B * T * 8, BUFFER_SIZE=B * 16,
-               BUFFER_BATCH_SIZE=4, AGENT_HIDDEN_DIM=8, LEARNING_STARTS=1e9, TEST_DURING_TRAINING=False)
+               BUFFER_BATCH_SIZE=4, AGENT_HIDDEN_DIM=8, TEST_DURING_TRAINING=False,
+               LEARNING_STARTS=B * T * 8 - 1, TARGET_UPDATE_INTERVAL=1)  # learning only in the last update
     train = iql_ps.make_train(cfg, RecallGame(L))
     runner = jax.jit(train.init)(jax.random.PRNGKey(0))
     runner, _ = jax.jit(train.run)(runner, jnp.arange(8))
@@ -36,7 +37,7 @@ def test_stored_steps_follow_the_episodes(filled_buffer):
 
 def test_stored_hidden_state_is_the_actor_state(filled_buffer):
     train, _, exp = filled_buffer
-    params = jax.jit(train.init)(jax.random.PRNGKey(0)).train.params["agent"]  # no learning happened
+    params = jax.jit(train.init)(jax.random.PRNGKey(0)).train.params["agent"]  # the acting params
     np.testing.assert_array_equal(exp.hidden[:, 0], 0.0)
     for k in range(7):
         obs = jnp.swapaxes(exp.obs[:, k], 0, 1)          # (T, B, N, D)

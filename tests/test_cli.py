@@ -8,7 +8,7 @@ import pytest
 
 TINY = ["alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=64", "alg.BUFFER_SIZE=16",
         "alg.BUFFER_BATCH_SIZE=2", "alg.AGENT_HIDDEN_DIM=8", "alg.LEARNING_STARTS=0",
-        "alg.TEST_NUM_ENVS=2", "alg.NUM_EPOCHS=1"]
+        "alg.TEST_NUM_ENVS=2", "alg.NUM_EPOCHS=1", "alg.TARGET_UPDATE_INTERVAL=2"]
 
 
 def cli(module, *args, cwd):
@@ -53,6 +53,8 @@ def test_without_alg_a_default_is_picked(tmp_path):
     (["+alg=qmix_mpe", "+alg.LR_DECAY=1"], "unknown config key 'LR_DECAY'"),
     (["+alg=qmix_mpe", "alg.LR=-1"], "LR must be > 0"),
     (["+alg=qmix_mpe", "alg.ENV_NAME=MPE_simple_sprad_v3"], "close matches: ['MPE_simple_spread_v3'"),
+    (["+alg=qmix_mpe", "+LR=0.1"], "LR is an algorithm key: set it as alg.LR"),
+    (["+alg=qmix_mpe", "NUM_SEEDS=0"], "NUM_SEEDS must be >= 1"),
 ])
 def test_bad_input_gives_one_clear_message(args, message, tmp_path):
     r = cli("qmix_ps", *args, cwd=tmp_path)

@@ -15,11 +15,11 @@ METRICS = {"env_step", "update_steps", "grad_steps", "loss", "qvals", "epsilon",
 
 
 def notebook_config(env):
-    # the documented notebook config, with a tiny budget
+    # the documented notebook config, with a tiny budget (and a target sync that fits in it)
     return {"NUM_ENVS": 8, "NUM_STEPS": env.max_steps, "BUFFER_SIZE": 5000, "BUFFER_BATCH_SIZE": 32,
             "TOTAL_TIMESTEPS": 8 * 25 * 12, "AGENT_HIDDEN_DIM": 64, "EPSILON_START": 1.0,
             "EPSILON_FINISH": 0.05, "EPSILON_ANNEAL_TIME": 100000, "MAX_GRAD_NORM": 10,
-            "TARGET_UPDATE_INTERVAL": 200, "LR": 0.005, "GAMMA": 0.99, "DEBUG": False,
+            "TARGET_UPDATE_INTERVAL": 4, "LR": 0.005, "GAMMA": 0.99, "DEBUG": False,
             "LEARNING_STARTS": 400, "TEST_NUM_ENVS": 16, "TEST_INTERVAL": 0.25}
 
 
@@ -94,17 +94,29 @@ def test_unknown_and_bad_keys_are_named(mpe):
     with pytest.raises(ConfigError, match="GAMMA"):
         vdn_ps.make_train({**cfg, "GAMMA": 1.5}, env)
     with pytest.raises(ConfigError, match="BUFFER_BATCH_SIZE"):
-        vdn_ps.make_train({**cfg, "BUFFER_SIZE": 8}, env)
+        vdn_ps.make_train({**cfg, "BUFFER_SIZE": 20}, env)
+    with pytest.raises(ConfigError, match="two sequences per env"):
+        vdn_ps.make_train({**cfg, "BUFFER_SIZE": 8, "BUFFER_BATCH_SIZE": 4}, env)
+    with pytest.raises(ConfigError, match="LEARNING_STARTS"):
+        vdn_ps.make_train({**cfg, "LEARNING_STARTS": 1e6}, env)
+    with pytest.raises(ConfigError, match="never be synced"):
+        vdn_ps.make_train({**cfg, "TARGET_UPDATE_INTERVAL": 200}, env)
+    with pytest.raises(ConfigError, match="MAX_GRAD_NORM"):
+        vdn_ps.make_train({**cfg, "MAX_GRAD_NORM": -1}, env)
+    with pytest.raises(ConfigError, match="LR_LINEAR_DECAY must be True or False"):
+        vdn_ps.make_train({**cfg, "LR_LINEAR_DECAY": "False"}, env)
+    with pytest.raises(ConfigError, match="LR must be a number"):
+        vdn_ps.make_train({**cfg, "LR": "fast"}, env)
     with pytest.raises(ConfigError, match="smaller than one rollout"):
         vdn_ps.make_train({**cfg, "TOTAL_TIMESTEPS": 10}, env)
 
 
 def test_defaults_fill_every_key(mpe):
     env, _ = mpe
-    train = qmix_ps.make_train({"TOTAL_TIMESTEPS": 1e4}, env)
+    train = qmix_ps.make_train({"TOTAL_TIMESTEPS": 2e5}, env)
     cfg = train.config
     assert cfg["NUM_STEPS"] == env.max_steps and cfg["TEST_NUM_STEPS"] == env.max_steps + 1
-    assert cfg["MIXER_EMBEDDING_DIM"] == 32 and cfg["EPSILON_ANNEAL_TIME"] == 1e3
+    assert cfg["MIXER_EMBEDDING_DIM"] == 32 and cfg["EPSILON_ANNEAL_TIME"] == 2e4
 
 
 @pytest.mark.timeout(400)
@@ -112,6 +124,7 @@ def test_smax_mixed_units_reports_wins(capfd):
     env = make_env({"ENV_NAME": "HeuristicEnemySMAX", "MAP_NAME": "2s3z"})
     cfg = dict(NUM_ENVS=4, NUM_STEPS=16, TOTAL_TIMESTEPS=4 * 16 * 4, BUFFER_SIZE=64, BUFFER_BATCH_SIZE=4,
                AGENT_HIDDEN_DIM=16, LEARNING_STARTS=0, TEST_NUM_ENVS=4, TEST_INTERVAL=0.5,
+               TARGET_UPDATE_INTERVAL=2,
                MIXER_EMBEDDING_DIM=8, MIXER_HYPERNET_HIDDEN_DIM=16, DEBUG=True)
     outs = jax.jit(qmix_ps.make_train(cfg, env))(jax.random.PRNGKey(0))
     jax.block_until_ready(outs)
