@@ -139,10 +139,12 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
     if cfg["NUM_UPDATES"] < 1:
         raise ConfigError(f"TOTAL_TIMESTEPS={cfg['TOTAL_TIMESTEPS']:g} is smaller than one rollout "
                           f"(NUM_ENVS*NUM_STEPS = {rollout})")
-    total = cfg["NUM_UPDATES"] * rollout
-    if cfg["LEARNING_STARTS"] >= total:
+    # first update with a gradient step: two chunks stored and more than LEARNING_STARTS steps taken
+    cfg["FIRST_LEARN_UPDATE"] = max(1, int(cfg["LEARNING_STARTS"] // rollout))
+    if cfg["FIRST_LEARN_UPDATE"] >= cfg["NUM_UPDATES"]:
         raise ConfigError(f"LEARNING_STARTS ({cfg['LEARNING_STARTS']:g}) leaves no update to learn in: training "
-                          f"takes {total} env steps")
+                          f"takes {cfg['NUM_UPDATES']} updates of {rollout} env steps and learning needs two "
+                          "stored rollouts")
     if cfg["TARGET_UPDATE_INTERVAL"] > cfg["NUM_UPDATES"]:
         raise ConfigError(f"TARGET_UPDATE_INTERVAL ({cfg['TARGET_UPDATE_INTERVAL']}) exceeds the number of "
                           f"updates ({cfg['NUM_UPDATES']}): the target network would never be synced")
@@ -156,6 +158,4 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
         cfg["EPSILON_ANNEAL_TIME"] = 0.1 * cfg["TOTAL_TIMESTEPS"]
     cfg["EPSILON_ANNEAL_TIME"] = _number(cfg, "EPSILON_ANNEAL_TIME")
     cfg["TEST_EVERY"] = max(1, int(cfg["TEST_INTERVAL"] * cfg["NUM_UPDATES"]))
-    # first update with a gradient step: two chunks stored and more than LEARNING_STARTS steps taken
-    cfg["FIRST_LEARN_UPDATE"] = max(1, int(cfg["LEARNING_STARTS"] // rollout))
     return cfg

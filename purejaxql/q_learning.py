@@ -107,7 +107,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
 
     buffer = fbx.make_trajectory_buffer(
         add_batch_size=B, sample_batch_size=cfg["BUFFER_BATCH_SIZE"], sample_sequence_length=2,
-        period=1, min_length_time_axis=2, max_length_time_axis=max(2, cfg["BUFFER_SIZE"] // B))
+        period=1, min_length_time_axis=2, max_length_time_axis=cfg["BUFFER_SIZE"] // B)
     greedy_eval = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"])
     has_won = wrapped.has_won
     steps_per_update = B * T
