@@ -37,6 +37,7 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "OPTIMIZER": "adam",           # "adam" or "radam"
     "GAMMA": 0.99,                 # discount
     "REW_SCALE": 1.0,              # rewards are multiplied by this in the loss
+    "TIMEOUT_AS_TERMINAL": True,   # False: leave episodes ended by env.max_steps out of the loss
     "LEARNING_STARTS": 10000,      # env steps collected before the first gradient step
     "TEST_DURING_TRAINING": True,  # run greedy evaluation inside the compiled program
     "TEST_INTERVAL": 0.05,         # fraction of updates between greedy evaluations
@@ -61,7 +62,7 @@ KEY_OWNERS: Dict[str, str] = {k: "qmix" for k in QMIX_DEFAULTS}
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
             "WATCHDOG_TIMEOUT"}
-BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG")
+BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL")
 
 
 def _number(cfg, key, cast=float):

@@ -24,6 +24,7 @@ class EnvCarry(NamedTuple):
     avail: jax.Array       # (B, N, A) available actions at obs
     hidden: jax.Array      # (B, N, H) agent hidden state before obs (before the reset of `first`)
     ep_return: jax.Array   # (B, N) reward summed since the episode started
+    ep_len: jax.Array      # (B,) steps taken since the episode started
 
 
 def reset_envs(env: CTRolloutManager, rng: jax.Array, hidden: jax.Array) -> EnvCarry:
@@ -34,13 +35,15 @@ def reset_envs(env: CTRolloutManager, rng: jax.Array, hidden: jax.Array) -> EnvC
                     first=jnp.ones((env.batch_size,), bool),
                     avail=stack_agents(env.get_valid_actions(env_state), env.agents),
                     hidden=hidden,
-                    ep_return=jnp.zeros((env.batch_size, env.num_agents)))
+                    ep_return=jnp.zeros((env.batch_size, env.num_agents)),
+                    ep_len=jnp.zeros((env.batch_size,), jnp.int32))
 
 
 def step_envs(env: CTRolloutManager, rng: jax.Array, carry: EnvCarry, actions: jax.Array,
               hidden: jax.Array):
     """Step every env with ``actions`` (B, N). Returns the new carry and the step's outputs:
-    rewards (B, N), done (B,), finished team return (B,) (valid where done), won (B,)."""
+    rewards (B, N), done (B,), finished team return (B,) (valid where done), won (B,), and
+    timeout (B,): the episode ended by reaching ``env.max_steps`` steps (a time limit)."""
     obs_d, env_state, rew_d, done_d, infos = env.batch_step(
         rng, carry.env_state, unstack_agents(actions, env.agents))
     rewards = stack_agents(rew_d, env.agents)   # (B, N)
@@ -48,14 +51,17 @@ def step_envs(env: CTRolloutManager, rng: jax.Array, carry: EnvCarry, actions: j
     ep_return = carry.ep_return + rewards
     team_return = ep_return.sum(-1)            # (B,) team return of the episode so far
     won = infos.get("won_episode", jnp.zeros_like(done))
+    ep_len = carry.ep_len + 1
+    timeout = done & (ep_len >= (env.max_steps or jnp.iinfo(jnp.int32).max))
     new = EnvCarry(env_state=env_state,
                    obs=stack_agents(obs_d, env.agents),
                    state=obs_d["__all__"],
                    first=done,
                    avail=stack_agents(env.get_valid_actions(env_state), env.agents),
                    hidden=hidden,
-                   ep_return=jnp.where(done[:, None], 0.0, ep_return))
-    return new, (rewards, done, team_return, won)
+                   ep_return=jnp.where(done[:, None], 0.0, ep_return),
+                   ep_len=jnp.where(done, 0, ep_len))
+    return new, (rewards, done, team_return, won, timeout)
 
 
 def greedy_actions(q: jax.Array, avail: jax.Array) -> jax.Array:
@@ -79,7 +85,7 @@ def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: 
             carry, finished, ret, won = c
             hidden, q = apply_fn(params, carry.hidden, carry.obs[None], carry.first[None])
             actions = greedy_actions(q[0], carry.avail)
-            carry, (_, done, team_return, won_t) = step_envs(env, k, carry, actions, hidden)
+            carry, (_, done, team_return, won_t, _) = step_envs(env, k, carry, actions, hidden)
             new_first = done & ~finished
             ret = jnp.where(new_first, team_return, ret)
             won = jnp.where(new_first, won_t, won)

@@ -10,15 +10,16 @@ where Q̄ is the target network and d_t marks the end of an episode.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from purejaxql.q_learning import QAlgorithm
+from purejaxql.rl_math import masked_mean
 
 
-def iql_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states):
-    """q_taken, q_next, rewards: (T, Bs, N); discount: (T, Bs). No mixer, no state."""
+def iql_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states,
+             mask=None):
+    """q_taken, q_next, rewards: (T, Bs, N); discount, mask: (T, Bs). No mixer, no state."""
     target = rewards + discount[..., None] * q_next
-    return jnp.mean((jax.lax.stop_gradient(target) - q_taken) ** 2)
+    return masked_mean((jax.lax.stop_gradient(target) - q_taken) ** 2, mask)
 
 
 IQL = QAlgorithm(name="iql", loss=iql_loss)

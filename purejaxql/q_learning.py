@@ -40,8 +40,9 @@ from purejaxql.utils import CTRolloutManager
 class QAlgorithm:
     """What distinguishes IQL, VDN and QMIX.
 
-    ``loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states)`` with
-    q_taken, q_next, rewards (T, Bs, N), discount (T, Bs), states (T+1, Bs, S) returns a scalar.
+    ``loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states, mask)``
+    with q_taken, q_next, rewards (T, Bs, N), discount and mask (T, Bs), states (T+1, Bs, S) returns
+    the mask-weighted mean squared TD error (a scalar).
     """
     name: str
     loss: Callable[..., jax.Array]
@@ -59,6 +60,7 @@ class Chunk(NamedTuple):
     actions: jax.Array  # (T, N)
     rewards: jax.Array  # (T, N) per-agent rewards
     dones: jax.Array    # (T,)  the episode ended with actions[t]
+    timeout: jax.Array  # (T,)  ... by reaching env.max_steps (a time limit, not a terminal state)
     hidden: jax.Array   # (N, H) hidden state before obs[0]
 
 
@@ -122,7 +124,8 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         dummy = Chunk(obs=jnp.zeros((T, N, wrapped.obs_size)), state=jnp.zeros((T, S)),
                       first=jnp.zeros((T,), bool), avail=jnp.zeros((T, N, A)),
                       actions=jnp.zeros((T, N), jnp.int32), rewards=jnp.zeros((T, N)),
-                      dones=jnp.zeros((T,), bool), hidden=jnp.zeros((N, H)))
+                      dones=jnp.zeros((T,), bool), timeout=jnp.zeros((T,), bool),
+                      hidden=jnp.zeros((N, H)))
         last = {"returned_episode_returns": jnp.float32(jnp.nan),
                 "test_returned_episode_returns": jnp.float32(jnp.nan),
                 "test_returned_episode_returns_std": jnp.float32(jnp.nan)}
@@ -139,8 +142,9 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
             keys = jax.random.split(k_act, (B, N))
             eps_greedy = jax.vmap(jax.vmap(epsilon_greedy, (0, 0, 0, None)), (0, 0, 0, None))
             actions = eps_greedy(keys, q[0], carry.avail, epsilon)  # (B, N)
-            new, (rewards, done, team_return, won) = step_envs(wrapped, k_env, carry, actions, hidden)
-            out = (carry.obs, carry.state[:, :S], carry.first, carry.avail, actions, rewards, done)
+            new, (rewards, done, team_return, won, timeout) = step_envs(wrapped, k_env, carry, actions,
+                                                                       hidden)
+            out = (carry.obs, carry.state[:, :S], carry.first, carry.avail, actions, rewards, done, timeout)
             return new, (out, team_return, won)
 
         h0 = carry.hidden
@@ -148,7 +152,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, N, H)
         chunk = steps._replace(**{f: jnp.swapaxes(getattr(steps, f), 0, 1)
                                   for f in Chunk._fields if f != "hidden"})  # (B, T, ...)
-        done = out[-1]
+        done = out[-2]
         n_done = done.sum()
         stats = {"returned_episode_returns": jnp.sum(team_return * done) / jnp.maximum(n_done, 1)}
         if has_won:
@@ -165,7 +169,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
             return jnp.swapaxes(x[:, 0], 0, 1)
         return Chunk(obs=join(sample.obs), state=join(sample.state), first=join(sample.first),
                      avail=join(sample.avail), actions=head(sample.actions),
-                     rewards=head(sample.rewards), dones=head(sample.dones),
+                     rewards=head(sample.rewards), dones=head(sample.dones), timeout=head(sample.timeout),
                      hidden=sample.hidden[:, 0])
 
     def loss_fn(params, target_params, seq: Chunk):
@@ -176,8 +180,13 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         q_next = bootstrap(jax.lax.stop_gradient(q_tgt[1:]), jax.lax.stop_gradient(q[1:]),
                            seq.avail[1:])                                               # (T, Bs, N)
         discount = cfg["GAMMA"] * (1.0 - seq.dones.astype(jnp.float32))                # (T, Bs)
+        # A time-out's true next observation is lost in the env's auto-reset: with
+        # TIMEOUT_AS_TERMINAL=False such transitions are left out of the loss instead of being
+        # treated as terminal (the rest bootstrap as usual).
+        mask = (jnp.ones_like(discount) if cfg["TIMEOUT_AS_TERMINAL"]
+                else 1.0 - seq.timeout.astype(jnp.float32))                              # (T, Bs)
         loss = algorithm.loss(cfg, params["mixer"], target_params["mixer"], q_taken, q_next,
-                              seq.rewards * cfg["REW_SCALE"], discount, seq.state)
+                              seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask)
         return loss, q_taken.mean()
 
     def learn(train: TrainState, buffer_state, rng):

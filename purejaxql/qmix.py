@@ -20,6 +20,7 @@ from flax.linen.initializers import constant
 from purejaxql.config import QMIX_DEFAULTS
 from purejaxql.networks import orthogonal
 from purejaxql.q_learning import QAlgorithm
+from purejaxql.rl_math import masked_mean
 
 
 
@@ -64,13 +65,14 @@ def init_mixer(rng, cfg, num_agents: int, state_size: int):
     return make_mixer(cfg, num_agents).init(rng, jnp.zeros((num_agents,)), jnp.zeros((state_size,)))
 
 
-def qmix_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states):
-    """q_taken, q_next, rewards: (T, Bs, N); discount: (T, Bs); states: (T+1, Bs, S)."""
+def qmix_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states,
+              mask=None):
+    """q_taken, q_next, rewards: (T, Bs, N); discount, mask: (T, Bs); states: (T+1, Bs, S)."""
     mixer = make_mixer(cfg, q_taken.shape[-1])
     q_tot = mixer.apply(mixer_params, q_taken, states[:-1])                       # (T, Bs)
     q_tot_next = mixer.apply(mixer_target_params, q_next, states[1:])             # (T, Bs)
     target = rewards.sum(-1) + discount * q_tot_next
-    return jnp.mean((jax.lax.stop_gradient(target) - q_tot) ** 2)
+    return masked_mean((jax.lax.stop_gradient(target) - q_tot) ** 2, mask)
 
 
 QMIX = QAlgorithm(name="qmix", loss=qmix_loss, init_mixer=init_mixer, defaults=QMIX_DEFAULTS,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["masked_argmax", "double_q_bootstrap", "double_q_td_error", "epsilon_greedy",
-           "linear_schedule"]
+           "linear_schedule", "masked_mean"]
 
 
 def masked_argmax(q: jax.Array, avail: jax.Array) -> jax.Array:
@@ -54,3 +54,11 @@ def linear_schedule(start: float, finish: float, duration: float, t: jax.Array) 
     """Linear anneal from ``start`` to ``finish`` over ``duration`` (units of t), then constant."""
     frac = jnp.clip(t / jnp.maximum(duration, 1e-8), 0.0, 1.0)
     return start + frac * (finish - start)
+
+
+def masked_mean(x: jax.Array, mask=None) -> jax.Array:
+    """Mean of x over the entries where mask is 1 (mask: x's leading axes; None = plain mean)."""
+    if mask is None:
+        return jnp.mean(x)
+    mask = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)

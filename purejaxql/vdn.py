@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxql.q_learning import QAlgorithm
+from purejaxql.rl_math import masked_mean
 
 
 def vdn_mix(q: jax.Array) -> jax.Array:
@@ -20,10 +21,11 @@ def vdn_mix(q: jax.Array) -> jax.Array:
     return q.sum(axis=-1)
 
 
-def vdn_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states):
-    """q_taken, q_next, rewards: (T, Bs, N); discount: (T, Bs)."""
+def vdn_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states,
+             mask=None):
+    """q_taken, q_next, rewards: (T, Bs, N); discount, mask: (T, Bs)."""
     target = rewards.sum(-1) + discount * vdn_mix(q_next)          # (T, Bs)
-    return jnp.mean((jax.lax.stop_gradient(target) - vdn_mix(q_taken)) ** 2)
+    return masked_mean((jax.lax.stop_gradient(target) - vdn_mix(q_taken)) ** 2, mask)
 
 
 VDN = QAlgorithm(name="vdn", loss=vdn_loss)

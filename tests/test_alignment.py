@@ -32,6 +32,7 @@ def test_stored_steps_follow_the_episodes(filled_buffer):
     np.testing.assert_array_equal(t, np.tile(np.arange(8 * T) % L, (B, 1)))  # no cut at updates
     np.testing.assert_array_equal(first, t == 0)                             # first = episode start
     np.testing.assert_array_equal(dones, t == L - 1)                         # done = episode end
+    np.testing.assert_array_equal(exp.timeout.reshape(B, -1), t == L - 1)    # ended by max_steps
     assert np.all(rewards[t != L - 1] == 0)
 
 
