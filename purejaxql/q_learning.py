@@ -152,7 +152,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, N, H)
         chunk = steps._replace(**{f: jnp.swapaxes(getattr(steps, f), 0, 1)
                                   for f in Chunk._fields if f != "hidden"})  # (B, T, ...)
-        done = out[-2]
+        done = steps.dones                                   # (T, B)
         n_done = done.sum()
         stats = {"returned_episode_returns": jnp.sum(team_return * done) / jnp.maximum(n_done, 1)}
         if has_won:
@@ -183,8 +183,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         # A time-out's true next observation is lost in the env's auto-reset: with
         # TIMEOUT_AS_TERMINAL=False such transitions are left out of the loss instead of being
         # treated as terminal (the rest bootstrap as usual).
-        mask = (jnp.ones_like(discount) if cfg["TIMEOUT_AS_TERMINAL"]
-                else 1.0 - seq.timeout.astype(jnp.float32))                              # (T, Bs)
+        mask = None if cfg["TIMEOUT_AS_TERMINAL"] else 1.0 - seq.timeout.astype(jnp.float32)  # (T, Bs)
         loss = algorithm.loss(cfg, params["mixer"], target_params["mixer"], q_taken, q_next,
                               seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask)
         return loss, q_taken.mean()
