@@ -4,12 +4,15 @@ Settings are JaxMARL's ``ql_rnn_mpe`` (8 envs x 26 steps, GRU 64, buffer 5000, b
 linear decay, gamma 0.9, target sync every 200 updates, epsilon 1 -> 0.05 over 10% of training,
 LEARNING_STARTS 10000, MAX_GRAD_NORM 25, 512 greedy test episodes every 5%) at 2e6 env steps per seed.
 
-    python bench/bench.py                       # iql, vdn, qmix; 1 seed and 4 vmapped seeds
+    python bench/bench.py                       # iql, vdn, qmix (_ps); 1 seed and 4 vmapped seeds
     python bench/bench.py --algs qmix --seeds 4 --timesteps 5e5
+    python bench/bench.py --algs vdn_ps vdn_ns --seeds 1   # shared vs per-agent parameters
 
 Each measurement runs in a fresh process (clean compile cache, its own peak RSS). Printed per run:
-compile seconds, wall seconds of the compiled program, env steps/s (summed over seeds), peak RSS and
-the final greedy team return (mean and per seed).
+compile seconds, wall seconds of the compiled program, env steps/s (summed over seeds), peak RSS, the
+size of the training state's parameters (agent + mixer, their target copies and the optimiser state)
+and the final greedy team return (mean and per seed). ``--algs`` takes modules (``qmix_ns``) or
+algorithms (``qmix`` = ``qmix_ps``).
 """
 from __future__ import annotations
 
@@ -32,7 +35,11 @@ CONFIG = {
 }
 
 
-def worker(alg: str, seeds: int, timesteps: float, seed: int) -> dict:
+def module_name(alg: str) -> str:
+    return alg if alg.endswith(("_ps", "_ns")) else f"{alg}_ps"
+
+
+def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str) -> dict:
     import importlib
 
     import jax
@@ -40,11 +47,12 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int) -> dict:
 
     from purejaxql.run import make_env
 
-    cfg = {**CONFIG, "TOTAL_TIMESTEPS": timesteps, "EPSILON_ANNEAL_TIME": 0.1 * timesteps}
-    if alg != "qmix":
+    cfg = {**CONFIG, "ENV_NAME": env_name, "TOTAL_TIMESTEPS": timesteps,
+           "EPSILON_ANNEAL_TIME": 0.1 * timesteps}
+    if not alg.startswith("qmix"):
         cfg = {k: v for k, v in cfg.items() if not k.startswith("MIXER_")}
     env = make_env(cfg)
-    train = importlib.import_module(f"purejaxql.{alg}_ps").make_train(cfg, env)
+    train = importlib.import_module(f"purejaxql.{module_name(alg)}").make_train(cfg, env)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     t0 = time.time()
     compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
@@ -54,9 +62,12 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int) -> dict:
     final = np.asarray(out["metrics"]["test_returned_episode_returns"][:, -1])
     run_s = time.time() - t1
     steps = float(np.asarray(out["metrics"]["env_step"])[0, -1]) * seeds
-    return {"alg": alg, "seeds": seeds, "timesteps": timesteps, "compile_s": round(compile_s, 1),
+    ts = out["runner_state"].train
+    state_mb = sum(x.nbytes for x in jax.tree.leaves((ts.params, ts.target_params, ts.opt_state))) / seeds / 2**20
+    return {"alg": module_name(alg), "env": env_name, "seeds": seeds, "timesteps": timesteps, "compile_s": round(compile_s, 1),
             "run_s": round(run_s, 1), "steps_per_s": round(steps / run_s),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "param_state_mb_per_seed": round(state_mb, 2),
             "final_return_mean": round(float(final.mean()), 2),
             "final_return_per_seed": [round(float(x), 2) for x in final]}
 
@@ -64,6 +75,7 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algs", nargs="+", default=["iql", "vdn", "qmix"])
+    p.add_argument("--env", default=CONFIG["ENV_NAME"], help="a JaxMARL MPE scenario")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 4])
     p.add_argument("--timesteps", type=float, default=2e6)
     p.add_argument("--seed", type=int, default=0)
@@ -71,21 +83,23 @@ def main():
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.algs[0], a.seeds[0], a.timesteps, a.seed)))
+        print(json.dumps(worker(a.algs[0], a.seeds[0], a.timesteps, a.seed, a.env)))
         return
-    print(f"{'alg':5} {'seeds':>5} {'compile s':>9} {'run s':>7} {'steps/s':>9} {'RSS MB':>7} "
+    print(f"{a.env}, {a.timesteps:g} env steps per seed", flush=True)
+    print(f"{'alg':8} {'seeds':>5} {'compile s':>9} {'run s':>7} {'steps/s':>9} {'RSS MB':>7} {'state MB':>8} "
           f"{'final return':>12}  per seed", flush=True)
     for alg in a.algs:
         for seeds in a.seeds:
             cmd = [sys.executable, __file__, "--worker", "--algs", alg, "--seeds", str(seeds),
-                   "--timesteps", str(a.timesteps), "--seed", str(a.seed)]
+                   "--timesteps", str(a.timesteps), "--seed", str(a.seed), "--env", a.env]
             res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if res.returncode != 0:
                 print(f"{alg} seeds={seeds} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
                 sys.exit(1)
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"{alg:5} {seeds:5d} {r['compile_s']:9.1f} {r['run_s']:7.1f} {r['steps_per_s']:9,d} "
-                  f"{r['peak_rss_mb']:7d} {r['final_return_mean']:12.2f}  {r['final_return_per_seed']}",
+            print(f"{r['alg']:8} {seeds:5d} {r['compile_s']:9.1f} {r['run_s']:7.1f} {r['steps_per_s']:9,d} "
+                  f"{r['peak_rss_mb']:7d} {r['param_state_mb_per_seed']:8.2f} {r['final_return_mean']:12.2f}  "
+                  f"{r['final_return_per_seed']}",
                   flush=True)
             if a.json:
                 with open(a.json, "a") as f:

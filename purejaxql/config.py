@@ -25,6 +25,8 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "AGENT_TYPE": "rnn",           # "rnn" (GRU agent) or "ff" (feed-forward agent)
     "AGENT_HIDDEN_DIM": 64,        # width of the agent network
     "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
+    "OBS_AGENT_ID": None,          # append a one-hot agent id to observations; default: on for shared
+                                   # parameters (_ps), off for per-agent parameters (_ns)
     "EPSILON_START": 1.0,          # ε-greedy: initial ε
     "EPSILON_FINISH": 0.05,        # ε-greedy: final ε
     "EPSILON_ANNEAL_TIME": None,   # env steps over which ε anneals linearly; default 10% of TOTAL_TIMESTEPS
@@ -44,6 +46,7 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "TEST_NUM_ENVS": 512,          # greedy evaluation episodes (one per env)
     "TEST_NUM_STEPS": None,        # steps of a greedy evaluation; default env.max_steps + 1
     "DEBUG": False,                # print metrics at every greedy evaluation (host callback)
+    "LOG_AGENTS_SEPARATELY": False,  # also log returns per agent and per team (default on for IQL)
     # environment identity: read by the CLI to build the env, accepted so a flat config can be passed
     "ENV_NAME": None,
     "ENV_KWARGS": {},
@@ -62,7 +65,8 @@ KEY_OWNERS: Dict[str, str] = {k: "qmix" for k in QMIX_DEFAULTS}
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
             "WATCHDOG_TIMEOUT"}
-BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL")
+BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID",
+             "LOG_AGENTS_SEPARATELY")
 
 
 def _number(cfg, key, cast=float):

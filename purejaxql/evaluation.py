@@ -4,7 +4,8 @@ Shapes: B environments, N agents, D obs size, S state size, A actions, H hidden.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple
+import re
+from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,8 @@ import jax.numpy as jnp
 from purejaxql.rl_math import masked_argmax
 from purejaxql.utils import CTRolloutManager, stack_agents, unstack_agents
 
-__all__ = ["EnvCarry", "reset_envs", "step_envs", "make_greedy_eval", "greedy_actions"]
+__all__ = ["EnvCarry", "reset_envs", "step_envs", "make_greedy_eval", "greedy_actions", "teams_of",
+           "per_agent_metrics"]
 
 
 class EnvCarry(NamedTuple):
@@ -42,14 +44,14 @@ def reset_envs(env: CTRolloutManager, rng: jax.Array, hidden: jax.Array) -> EnvC
 def step_envs(env: CTRolloutManager, rng: jax.Array, carry: EnvCarry, actions: jax.Array,
               hidden: jax.Array):
     """Step every env with ``actions`` (B, N). Returns the new carry and the step's outputs:
-    rewards (B, N), done (B,), finished team return (B,) (valid where done), won (B,), and
-    timeout (B,): the episode ended by reaching ``env.max_steps`` steps (a time limit)."""
+    rewards (B, N), done (B,), each agent's return of the episode so far (B, N) (the finished
+    episode's where done), won (B,), and timeout (B,): the episode ended by reaching
+    ``env.max_steps`` steps (a time limit)."""
     obs_d, env_state, rew_d, done_d, infos = env.batch_step(
         rng, carry.env_state, unstack_agents(actions, env.agents))
     rewards = stack_agents(rew_d, env.agents)   # (B, N)
     done = done_d["__all__"]                   # (B,)
     ep_return = carry.ep_return + rewards
-    team_return = ep_return.sum(-1)            # (B,) team return of the episode so far
     won = infos.get("won_episode", jnp.zeros_like(done))
     ep_len = carry.ep_len + 1
     timeout = done & (ep_len >= (env.max_steps or jnp.iinfo(jnp.int32).max))
@@ -61,7 +63,7 @@ def step_envs(env: CTRolloutManager, rng: jax.Array, carry: EnvCarry, actions: j
                    hidden=hidden,
                    ep_return=jnp.where(done[:, None], 0.0, ep_return),
                    ep_len=jnp.where(done, 0, ep_len))
-    return new, (rewards, done, team_return, won, timeout)
+    return new, (rewards, done, ep_return, won, timeout)
 
 
 def greedy_actions(q: jax.Array, avail: jax.Array) -> jax.Array:
@@ -70,11 +72,34 @@ def greedy_actions(q: jax.Array, avail: jax.Array) -> jax.Array:
     return flat.reshape(q.shape[:-1]).astype(jnp.int32)
 
 
+def teams_of(agents: Sequence[str]) -> Dict[str, list]:
+    """Teams by agent name, as JaxMARL names agents: ``adversary_0, adversary_1, agent_0`` ->
+    ``{"adversary": [0, 1], "agent": [2]}`` (indices into ``agents``)."""
+    teams: Dict[str, list] = {}
+    for i, a in enumerate(agents):
+        teams.setdefault(re.sub(r"_\d+$", "", a), []).append(i)
+    return teams
+
+
+def per_agent_metrics(prefix: str, agent_means: jax.Array, agents: Sequence[str]) -> Dict[str, jax.Array]:
+    """(N,) mean episode return of each agent -> ``{prefix}_{agent}`` for every agent and
+    ``{prefix}_team_{team}`` (the team members' returns summed) for every team of two or more agents
+    when the env has more than one team."""
+    out = {f"{prefix}_{a}": agent_means[i] for i, a in enumerate(agents)}
+    teams = teams_of(agents)
+    if len(teams) > 1:
+        out.update({f"{prefix}_team_{t}": agent_means[jnp.asarray(idx)].sum()
+                    for t, idx in teams.items() if len(idx) > 1})
+    return out
+
+
 def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: Callable,
-                     num_steps: int) -> Callable[[jax.Array, object], Dict[str, jax.Array]]:
+                     num_steps: int, log_agents: bool = False
+                     ) -> Callable[[jax.Array, object], Dict[str, jax.Array]]:
     """Greedy evaluation: reset ``env.batch_size`` envs, act greedily for ``num_steps`` steps, score the
     first episode each env finishes. Returns mean and std of team return over those episodes and their
-    win rate (NaN where no env finished)."""
+    win rate (NaN where no env finished); with ``log_agents`` also each agent's and team's mean
+    return (:func:`per_agent_metrics`)."""
 
     def evaluate(rng, params):
         rng, k_reset = jax.random.split(rng)
@@ -85,20 +110,26 @@ def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: 
             carry, finished, ret, won = c
             hidden, q = apply_fn(params, carry.hidden, carry.obs[None], carry.first[None])
             actions = greedy_actions(q[0], carry.avail)
-            carry, (_, done, team_return, won_t, _) = step_envs(env, k, carry, actions, hidden)
+            carry, (_, done, agent_return, won_t, _) = step_envs(env, k, carry, actions, hidden)
             new_first = done & ~finished
-            ret = jnp.where(new_first, team_return, ret)
+            ret = jnp.where(new_first[:, None], agent_return, ret)
             won = jnp.where(new_first, won_t, won)
             return (carry, finished | done, ret, won), None
 
-        init = (carry, jnp.zeros((B,), bool), jnp.zeros((B,)), jnp.zeros((B,), bool))
-        (_, finished, ret, won), _ = jax.lax.scan(step, init, jax.random.split(rng, num_steps))
+        init = (carry, jnp.zeros((B,), bool), jnp.zeros((B, env.num_agents)), jnp.zeros((B,), bool))
+        (_, finished, agent_ret, won), _ = jax.lax.scan(step, init, jax.random.split(rng, num_steps))
+        ret = agent_ret.sum(-1)  # (B,) team return
         n = finished.sum()
         mean = jnp.where(n > 0, jnp.sum(jnp.where(finished, ret, 0.0)) / jnp.maximum(n, 1), jnp.nan)
         var = jnp.sum(jnp.where(finished, (ret - mean) ** 2, 0.0)) / jnp.maximum(n, 1)
         win = jnp.where(n > 0, jnp.sum(finished & won) / jnp.maximum(n, 1), jnp.nan)
-        return {"test_returned_episode_returns": mean,
-                "test_returned_episode_returns_std": jnp.where(n > 0, jnp.sqrt(var), jnp.nan),
-                "test_returned_won_episode": win}
+        out = {"test_returned_episode_returns": mean,
+               "test_returned_episode_returns_std": jnp.where(n > 0, jnp.sqrt(var), jnp.nan),
+               "test_returned_won_episode": win}
+        if log_agents:
+            agent_means = jnp.sum(jnp.where(finished[:, None], agent_ret, 0.0), 0) / jnp.maximum(n, 1)
+            agent_means = jnp.where(n > 0, agent_means, jnp.nan)
+            out.update(per_agent_metrics("test_returned_episode_returns", agent_means, env.agents))
+        return out
 
     return evaluate

@@ -22,4 +22,6 @@ def iql_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, d
     return masked_mean((jax.lax.stop_gradient(target) - q_taken) ** 2, mask)
 
 
-IQL = QAlgorithm(name="iql", loss=iql_loss)
+# Independent learners are also used in competitive games, where a team sum means little: log every
+# agent's and every team's returns by default.
+IQL = QAlgorithm(name="iql", loss=iql_loss, defaults={"LOG_AGENTS_SEPARATELY": True})

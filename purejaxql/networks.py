@@ -9,7 +9,12 @@ GRU whose hidden state is reset to zero *before* processing an observation that 
 
 :class:`SharedAgents` is the parameter-sharing variant: one parameter set, agents folded into the batch
 axis and processed in one call. Other variants (per-agent, frozen pretrained) implement the same
-``init`` / ``apply`` / ``initial_hidden`` interface.
+``init`` / ``apply`` / ``initial_hidden`` interface: :class:`SeparateAgents` gives every agent its own
+parameters (stacked along a leading agent axis, applied with ``jax.vmap`` over agents).
+
+Memory: separate parameters multiply the agent parameters and their optimiser state (Adam: 2 more
+copies, plus the target network) by N; activations, replay and environment state do not depend on
+the variant.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import constant
 
-__all__ = ["orthogonal", "GRU", "AgentNetwork", "SharedAgents"]
+__all__ = ["orthogonal", "GRU", "AgentNetwork", "SharedAgents", "SeparateAgents"]
 
 
 def orthogonal(scale: float = 1.0):
@@ -120,7 +125,12 @@ class AgentNetwork(nn.Module):
 
 
 class SharedAgents:
-    """Parameter sharing: one set of parameters applied to all N agents in one batched call."""
+    """Parameter sharing: one set of parameters applied to all N agents in one batched call.
+
+    Agents are told apart by a one-hot id appended to their observation (config OBS_AGENT_ID, on by
+    default for this variant)."""
+
+    obs_agent_id_default = True
 
     def __init__(self, network: AgentNetwork, num_agents: int, obs_size: int):
         self.network = network
@@ -128,21 +138,47 @@ class SharedAgents:
         self.obs_size = obs_size
         self.hidden_dim = network.hidden_dim if network.recurrent else 0
 
-    def init(self, rng: jax.Array) -> Any:
+    def _init_one(self, rng: jax.Array) -> Any:
         obs = jnp.zeros((1, 1, self.obs_size))
         return self.network.init(rng, jnp.zeros((1, self.network.hidden_dim)), obs, jnp.zeros((1, 1), bool))
+
+    def init(self, rng: jax.Array) -> Any:
+        return self._init_one(rng)
 
     def initial_hidden(self, batch: int) -> jax.Array:
         """(B, N, H) zeros (H = 0 for feed-forward agents)."""
         return jnp.zeros((batch, self.num_agents, self.hidden_dim))
 
+    def _network_hidden(self, hidden: jax.Array) -> jax.Array:
+        """(..., H) carried hidden -> what the network takes (zeros of width hidden_dim if feed-forward)."""
+        if self.network.recurrent:
+            return hidden
+        return jnp.zeros(hidden.shape[:-1] + (self.network.hidden_dim,))
+
     def apply(self, params, hidden: jax.Array, obs: jax.Array, first: jax.Array):
         """hidden (B, N, H), obs (T, B, N, D), first (T, B) -> (hidden_T (B, N, H), q (T, B, N, A))."""
         T, B, N, D = obs.shape
-        h = hidden.reshape(B * N, -1)
-        if not self.network.recurrent:
-            h = jnp.zeros((B * N, self.network.hidden_dim))
+        h = self._network_hidden(hidden).reshape(B * N, -1)
         first_bn = jnp.repeat(first, N, axis=1)  # (T, B*N): an episode start resets every agent
         h, q = self.network.apply(params, h, obs.reshape(T, B * N, D), first_bn)
         hidden_out = h.reshape(B, N, -1) if self.network.recurrent else hidden
         return hidden_out, q.reshape(T, B, N, -1)
+
+
+class SeparateAgents(SharedAgents):
+    """No parameter sharing: agent i has its own parameters, the i-th slice of every leaf (leading
+    axis N), initialised from its own key and applied with ``jax.vmap`` over agents. Each network
+    only ever sees its own agent, so the one-hot id is off by default (OBS_AGENT_ID)."""
+
+    obs_agent_id_default = False
+
+    def init(self, rng: jax.Array) -> Any:
+        return jax.vmap(self._init_one)(jax.random.split(rng, self.num_agents))  # leaves (N, ...)
+
+    def apply(self, params, hidden: jax.Array, obs: jax.Array, first: jax.Array):
+        """hidden (B, N, H), obs (T, B, N, D), first (T, B) -> (hidden_T (B, N, H), q (T, B, N, A))."""
+        h = jnp.swapaxes(self._network_hidden(hidden), 0, 1)          # (N, B, H)
+        o = jnp.moveaxis(obs, 2, 0)                                   # (N, T, B, D)
+        h, q = jax.vmap(self.network.apply, in_axes=(0, 0, 0, None))(params, h, o, first)
+        hidden_out = jnp.swapaxes(h, 0, 1) if self.network.recurrent else hidden
+        return hidden_out, jnp.moveaxis(q, 0, 2)                      # q (T, B, N, A)

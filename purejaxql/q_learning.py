@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from purejaxql.config import Q_LEARNING_DEFAULTS, resolve_config
-from purejaxql.evaluation import EnvCarry, make_greedy_eval, reset_envs, step_envs
+from purejaxql.evaluation import EnvCarry, make_greedy_eval, per_agent_metrics, reset_envs, step_envs
 from purejaxql.networks import AgentNetwork, SharedAgents
 from purejaxql.rl_math import double_q_bootstrap, epsilon_greedy, linear_schedule
 from purejaxql.utils import CTRolloutManager
@@ -88,12 +88,18 @@ def all_defaults(algorithm: QAlgorithm) -> Dict[str, Any]:
 def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=SharedAgents) -> Callable:
     """Build ``train(rng) -> {"runner_state", "metrics"}`` for ``algorithm`` on a JaxMARL ``env``.
 
+    ``agents_cls`` is the agent variant: :class:`~purejaxql.networks.SharedAgents` (``_ps``) or
+    :class:`~purejaxql.networks.SeparateAgents` (``_ns``); nothing else differs between them.
+
     ``train.init(rng)`` and ``train.run(runner_state, update_indices)`` expose the same program in
     pieces (used by the CLI to show progress between chunks of updates; results are identical).
     """
+    config = dict(config)
+    if config.get("OBS_AGENT_ID") is None:  # the variant's default
+        config["OBS_AGENT_ID"] = agents_cls.obs_agent_id_default
     cfg = resolve_config(config, all_defaults(algorithm), env, algorithm.name)
-    wrapped = CTRolloutManager(env, cfg["NUM_ENVS"])
-    test_env = CTRolloutManager(env, cfg["TEST_NUM_ENVS"])
+    wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
+    test_env = CTRolloutManager(env, cfg["TEST_NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
     N, A, T, B = wrapped.num_agents, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
     S = wrapped.state_size if algorithm.uses_state else 0
     network = AgentNetwork(action_dim=A, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
@@ -110,7 +116,9 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     buffer = fbx.make_trajectory_buffer(
         add_batch_size=B, sample_batch_size=cfg["BUFFER_BATCH_SIZE"], sample_sequence_length=2,
         period=1, min_length_time_axis=2, max_length_time_axis=cfg["BUFFER_SIZE"] // B)
-    greedy_eval = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"])
+    log_agents = cfg["LOG_AGENTS_SEPARATELY"]
+    greedy_eval = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"],
+                                   log_agents)
     has_won = wrapped.has_won
     steps_per_update = B * T
 
@@ -132,6 +140,10 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         if has_won:
             last.update(returned_won_episode=jnp.float32(jnp.nan),
                         test_returned_won_episode=jnp.float32(jnp.nan))
+        if log_agents:
+            for prefix in ("returned_episode_returns", "test_returned_episode_returns"):
+                last.update({k: jnp.float32(jnp.nan)
+                             for k in per_agent_metrics(prefix, jnp.zeros(N), wrapped.agents)})
         return RunnerState(train, buffer.init(dummy), carry, last, rng)
 
     def rollout(params, carry: EnvCarry, epsilon, rng):
@@ -142,19 +154,22 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
             keys = jax.random.split(k_act, (B, N))
             eps_greedy = jax.vmap(jax.vmap(epsilon_greedy, (0, 0, 0, None)), (0, 0, 0, None))
             actions = eps_greedy(keys, q[0], carry.avail, epsilon)  # (B, N)
-            new, (rewards, done, team_return, won, timeout) = step_envs(wrapped, k_env, carry, actions,
-                                                                       hidden)
+            new, (rewards, done, agent_return, won, timeout) = step_envs(wrapped, k_env, carry, actions,
+                                                                        hidden)
             out = (carry.obs, carry.state[:, :S], carry.first, carry.avail, actions, rewards, done, timeout)
-            return new, (out, team_return, won)
+            return new, (out, agent_return, won)
 
         h0 = carry.hidden
-        carry, (out, team_return, won) = jax.lax.scan(step, carry, jax.random.split(rng, T))
+        carry, (out, agent_return, won) = jax.lax.scan(step, carry, jax.random.split(rng, T))
         steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, N, H)
         chunk = steps._replace(**{f: jnp.swapaxes(getattr(steps, f), 0, 1)
                                   for f in Chunk._fields if f != "hidden"})  # (B, T, ...)
         done = steps.dones                                   # (T, B)
         n_done = done.sum()
-        stats = {"returned_episode_returns": jnp.sum(team_return * done) / jnp.maximum(n_done, 1)}
+        agent_means = jnp.sum(agent_return * done[..., None], (0, 1)) / jnp.maximum(n_done, 1)  # (N,)
+        stats = {"returned_episode_returns": agent_means.sum()}
+        if log_agents:
+            stats.update(per_agent_metrics("returned_episode_returns", agent_means, wrapped.agents))
         if has_won:
             stats["returned_won_episode"] = jnp.sum(won & done) / jnp.maximum(n_done, 1)
         return carry, chunk, stats, n_done

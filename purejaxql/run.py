@@ -45,7 +45,15 @@ def make_env(cfg: Dict[str, Any]):
             kwargs["scenario"] = map_name_to_scenario(map_name)
         except Exception:
             raise ConfigError(f"unknown SMAX MAP_NAME {map_name!r}") from None
+    if name.startswith("MPE") and "action_type" not in kwargs and _accepts(jaxmarl.make, name, "action_type"):
+        kwargs["action_type"] = "Discrete"  # some MPE scenarios default to continuous actions
     return jaxmarl.make(name, **kwargs)
+
+
+def _accepts(make, name: str, kwarg: str) -> bool:
+    """Whether the env class registered as ``name`` takes ``kwarg`` in its constructor."""
+    import inspect
+    return kwarg in inspect.signature(type(make(name)).__init__).parameters
 
 
 def chunk_size(num_updates: int, target_chunks: int = 100) -> int:
@@ -169,6 +177,11 @@ def summarise(metrics: Dict[str, np.ndarray], timings: Dict[str, float], alg: st
         won = metrics.get("test_returned_won_episode")
         extra = f", win rate {won[i, -1]:.3f}" if won is not None else ""
         lines.append(f"  seed {i}: greedy return {m:.3f} ± {s:.3f} (over test episodes){extra}")
+    prefix = "test_returned_episode_returns_"
+    for k in sorted(k for k in metrics if k.startswith(prefix) and k != prefix + "std"):
+        who = k[len(prefix):]
+        who = f"team {who[5:]}" if who.startswith("team_") else f"agent {who}"
+        lines.append(f"  {who}: greedy return {np.nanmean(metrics[k][:, -1]):.3f} (mean over seeds)")
     lines.append(f"  wall {timings['compile_s'] + timings['run_s']:.1f} s: compile {timings['compile_s']:.1f} s, "
                  f"train {timings['run_s']:.1f} s, "
                  f"{timings['steps_per_s']:,.0f} env steps/s (all seeds)")

@@ -6,8 +6,8 @@ training:
 * ``obs["__all__"]``: the global state (the env's own ``world_state`` where it has one, as SMAX does,
   else the concatenation of the agents' raw observations);
 * ``rewards["__all__"]``: the sum of the training agents' rewards;
-* every agent's observation flattened, zero-padded to the largest agent's length and followed by a
-  one-hot agent id (so agents of different shapes can share one network);
+* every agent's observation flattened, zero-padded to the largest agent's length and (``add_agent_id``)
+  followed by a one-hot agent id (so agents of different shapes can share one network);
 * action sets padded to the largest agent's; padded actions are marked unavailable;
 * ``infos["won_episode"]`` on environments with a battle outcome (SMAX).
 
@@ -24,6 +24,8 @@ from typing import Dict, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from purejaxql.config import ConfigError
 
 __all__ = ["CTRolloutManager", "space_dim", "stack_agents", "unstack_agents"]
 
@@ -52,28 +54,34 @@ class CTRolloutManager:
         env: a JaxMARL ``MultiAgentEnv`` with discrete action spaces.
         batch_size: number of environments stepped in parallel (B).
         training_agents: agents whose rewards make up ``rewards["__all__"]`` (default: all).
-        preprocess_obs: pad observations and append the one-hot agent id (default True).
+        preprocess_obs: flatten and zero-pad observations to one length (default True).
+        add_agent_id: with ``preprocess_obs``, append the one-hot agent id (default True).
     """
 
     def __init__(self, env, batch_size: int, training_agents: Optional[Sequence[str]] = None,
-                 preprocess_obs: bool = True):
+                 preprocess_obs: bool = True, add_agent_id: bool = True):
         self._env = env
         self.batch_size = int(batch_size)
         self.agents = list(env.agents)
         self.num_agents = len(self.agents)
         self.training_agents = list(self.agents if training_agents is None else training_agents)
         self.preprocess_obs = preprocess_obs
+        self.add_agent_id = preprocess_obs and add_agent_id
+        unknown = [a for a in self.training_agents if a not in self.agents]
+        if unknown:
+            raise ConfigError(f"training agent {unknown[0]!r} is not an agent of the env ({self.agents})")
         for a in self.agents:
             if not hasattr(env.action_space(a), "n"):
-                raise ValueError(
+                raise ConfigError(
                     f"agent {a!r} of {getattr(env, 'name', type(env).__name__)} has a continuous action "
                     f"space ({type(env.action_space(a)).__name__}); Q-learning needs discrete actions")
         self.obs_dims = [space_dim(env.observation_space(a)) for a in self.agents]
         self.action_dims = [space_dim(env.action_space(a)) for a in self.agents]
         self.max_obs_length = max(self.obs_dims)
         self.max_action_space = max(self.action_dims)
-        self.obs_size = self.max_obs_length + (self.num_agents if preprocess_obs else 0)
-        self.agents_one_hot = {a: oh for a, oh in zip(self.agents, jnp.eye(self.num_agents))}
+        self.obs_size = self.max_obs_length + (self.num_agents if self.add_agent_id else 0)
+        self.agents_one_hot = {a: oh if self.add_agent_id else oh[:0]
+                               for a, oh in zip(self.agents, jnp.eye(self.num_agents))}
         # (N, A) mask of the actions each agent really has (padded ones are 0)
         self.valid_actions_oh = jnp.asarray(
             [[1.0] * n + [0.0] * (self.max_action_space - n) for n in self.action_dims])

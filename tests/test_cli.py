@@ -48,6 +48,16 @@ def test_without_alg_a_default_is_picked(tmp_path):
     assert re.search(r"iql_ps on MPE_simple_spread_v3: final greedy team return -\d", r.stdout), r.stdout
 
 
+@pytest.mark.timeout(300)
+def test_ns_module_reports_each_agent_on_a_competitive_game(tmp_path):
+    r = cli("iql_ns", "+alg=iql_mpe", "alg.ENV_NAME=MPE_simple_tag_v3", *TINY, "alg.TEST_NUM_STEPS=26",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "iql_ns on MPE_simple_tag_v3: final greedy team return" in r.stdout
+    for who in ("agent adversary_0", "agent adversary_2", "agent agent_0", "team adversary"):
+        assert re.search(rf"  {who}: greedy return -?\d", r.stdout), (who, r.stdout)
+
+
 @pytest.mark.parametrize("args,message", [
     (["+alg=qmix_nope"], "unknown +alg=qmix_nope; available: iql_mpe"),
     (["+alg=qmix_mpe", "+alg.LR_DECAY=1"], "unknown config key 'LR_DECAY'"),
@@ -55,6 +65,7 @@ def test_without_alg_a_default_is_picked(tmp_path):
     (["+alg=qmix_mpe", "alg.ENV_NAME=MPE_simple_sprad_v3"], "close matches: ['MPE_simple_spread_v3'"),
     (["+alg=qmix_mpe", "+LR=0.1"], "LR is an algorithm key: set it as alg.LR"),
     (["+alg=qmix_mpe", "NUM_SEEDS=0"], "NUM_SEEDS must be >= 1"),
+    (["+alg=qmix_mpe", "alg.ENV_NAME=MPE_simple_facmac_v1"], "has a continuous action space"),
 ])
 def test_bad_input_gives_one_clear_message(args, message, tmp_path):
     r = cli("qmix_ps", *args, cwd=tmp_path)
