@@ -64,7 +64,9 @@ KEY_OWNERS: Dict[str, str] = {k: "qmix" for k in QMIX_DEFAULTS}
 
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
-            "WATCHDOG_TIMEOUT"}
+            "WATCHDOG_TIMEOUT", "SAVE_PATH", "EVAL_ONLY", "PRETRAINED_AGENTS"}
+# Keys resolve_config adds (not settable; left out of saved configs).
+DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID",
              "LOG_AGENTS_SEPARATELY")
 

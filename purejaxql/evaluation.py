@@ -94,12 +94,12 @@ def per_agent_metrics(prefix: str, agent_means: jax.Array, agents: Sequence[str]
 
 
 def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: Callable,
-                     num_steps: int, log_agents: bool = False
+                     num_steps: int, log_agents: bool = False, team: Optional[Sequence[int]] = None
                      ) -> Callable[[jax.Array, object], Dict[str, jax.Array]]:
     """Greedy evaluation: reset ``env.batch_size`` envs, act greedily for ``num_steps`` steps, score the
     first episode each env finishes. Returns mean and std of team return over those episodes and their
     win rate (NaN where no env finished); with ``log_agents`` also each agent's and team's mean
-    return (:func:`per_agent_metrics`)."""
+    return (:func:`per_agent_metrics`). The team return sums the agents ``team`` (default: all)."""
 
     def evaluate(rng, params):
         rng, k_reset = jax.random.split(rng)
@@ -118,7 +118,7 @@ def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: 
 
         init = (carry, jnp.zeros((B,), bool), jnp.zeros((B, env.num_agents)), jnp.zeros((B,), bool))
         (_, finished, agent_ret, won), _ = jax.lax.scan(step, init, jax.random.split(rng, num_steps))
-        ret = agent_ret.sum(-1)  # (B,) team return
+        ret = (agent_ret if team is None else agent_ret[:, jnp.asarray(team)]).sum(-1)  # (B,) team return
         n = finished.sum()
         mean = jnp.where(n > 0, jnp.sum(jnp.where(finished, ret, 0.0)) / jnp.maximum(n, 1), jnp.nan)
         var = jnp.sum(jnp.where(finished, (ret - mean) ** 2, 0.0)) / jnp.maximum(n, 1)

@@ -131,6 +131,13 @@ class SharedAgents:
     default for this variant)."""
 
     obs_agent_id_default = True
+    trained_idx = None   # every agent learns (see purejaxql.pretrained for frozen agents)
+    frozen_mask = None
+
+    @property
+    def learner(self):
+        """The agents the learner unrolls: all of them."""
+        return self
 
     def __init__(self, network: AgentNetwork, num_agents: int, obs_size: int):
         self.network = network

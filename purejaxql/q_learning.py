@@ -30,7 +30,8 @@ import numpy as np
 import optax
 
 from purejaxql.config import Q_LEARNING_DEFAULTS, resolve_config
-from purejaxql.evaluation import EnvCarry, make_greedy_eval, per_agent_metrics, reset_envs, step_envs
+from purejaxql.evaluation import (EnvCarry, greedy_actions, make_greedy_eval, per_agent_metrics, reset_envs,
+                                  step_envs)
 from purejaxql.networks import AgentNetwork, SharedAgents
 from purejaxql.rl_math import double_q_bootstrap, epsilon_greedy, linear_schedule
 from purejaxql.utils import CTRolloutManager
@@ -79,6 +80,7 @@ class RunnerState(NamedTuple):
     env: EnvCarry
     last: Dict[str, jax.Array]  # latest episode / evaluation metrics, carried between updates
     rng: jax.Array
+    test_rng: jax.Array         # evaluation at update u uses fold_in(test_rng, u) (reproducible later)
 
 
 def all_defaults(algorithm: QAlgorithm) -> Dict[str, Any]:
@@ -99,13 +101,24 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         config["OBS_AGENT_ID"] = agents_cls.obs_agent_id_default
     cfg = resolve_config(config, all_defaults(algorithm), env, algorithm.name)
     wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
-    test_env = CTRolloutManager(env, cfg["TEST_NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
     N, A, T, B = wrapped.num_agents, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
-    S = wrapped.state_size if algorithm.uses_state else 0
     network = AgentNetwork(action_dim=A, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
                            init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] == "rnn")
     agents = agents_cls(network, N, wrapped.obs_size)
-    H = agents.hidden_dim
+    # Agents that learn (all, unless some are frozen pretrained ones): the replay, the loss, the team
+    # reward and global state, and the team return in the metrics cover only them.
+    learner = agents.learner
+    idx = agents.trained_idx                                   # None = all agents
+    Nt = N if idx is None else len(idx)
+    trained_names = None if idx is None else [wrapped.agents[i] for i in idx]
+    wrapped, test_env = (CTRolloutManager(env, b, training_agents=trained_names, add_agent_id=cfg["OBS_AGENT_ID"])
+                         for b in (B, cfg["TEST_NUM_ENVS"]))
+    S = wrapped.state_size if algorithm.uses_state else 0
+    H, Ht = agents.hidden_dim, learner.hidden_dim
+
+    def of_trained(x, axis):
+        """Select the trained agents along ``axis`` (no-op when all agents learn)."""
+        return x if idx is None else jnp.take(x, jnp.asarray(idx), axis=axis)
 
     learn_updates = cfg["NUM_UPDATES"] - cfg["FIRST_LEARN_UPDATE"]
     lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * learn_updates)
@@ -118,22 +131,23 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         period=1, min_length_time_axis=2, max_length_time_axis=cfg["BUFFER_SIZE"] // B)
     log_agents = cfg["LOG_AGENTS_SEPARATELY"]
     greedy_eval = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"],
-                                   log_agents)
+                                   log_agents, team=idx)
     has_won = wrapped.has_won
     steps_per_update = B * T
 
     def init(rng):
+        test_rng = jax.random.fold_in(rng, 0x7E57)
         rng, k_agent, k_mixer, k_env = jax.random.split(rng, 4)
         params = {"agent": agents.init(k_agent),
-                  "mixer": algorithm.init_mixer(k_mixer, cfg, N, wrapped.state_size)}
+                  "mixer": algorithm.init_mixer(k_mixer, cfg, Nt, wrapped.state_size)}
         train = TrainState(params=params, target_params=params, opt_state=tx.init(params),
                            n_updates=jnp.int32(0), grad_steps=jnp.int32(0), timesteps=jnp.int32(0))
         carry = reset_envs(wrapped, k_env, agents.initial_hidden(B))
-        dummy = Chunk(obs=jnp.zeros((T, N, wrapped.obs_size)), state=jnp.zeros((T, S)),
-                      first=jnp.zeros((T,), bool), avail=jnp.zeros((T, N, A)),
-                      actions=jnp.zeros((T, N), jnp.int32), rewards=jnp.zeros((T, N)),
+        dummy = Chunk(obs=jnp.zeros((T, Nt, wrapped.obs_size)), state=jnp.zeros((T, S)),
+                      first=jnp.zeros((T,), bool), avail=jnp.zeros((T, Nt, A)),
+                      actions=jnp.zeros((T, Nt), jnp.int32), rewards=jnp.zeros((T, Nt)),
                       dones=jnp.zeros((T,), bool), timeout=jnp.zeros((T,), bool),
-                      hidden=jnp.zeros((N, H)))
+                      hidden=jnp.zeros((Nt, Ht)))
         last = {"returned_episode_returns": jnp.float32(jnp.nan),
                 "test_returned_episode_returns": jnp.float32(jnp.nan),
                 "test_returned_episode_returns_std": jnp.float32(jnp.nan)}
@@ -144,7 +158,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
             for prefix in ("returned_episode_returns", "test_returned_episode_returns"):
                 last.update({k: jnp.float32(jnp.nan)
                              for k in per_agent_metrics(prefix, jnp.zeros(N), wrapped.agents)})
-        return RunnerState(train, buffer.init(dummy), carry, last, rng)
+        return RunnerState(train, buffer.init(dummy), carry, last, rng, test_rng)
 
     def rollout(params, carry: EnvCarry, epsilon, rng):
         """T ε-greedy steps of B envs -> (carry, chunk (B, ...), episode stats)."""
@@ -154,20 +168,23 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
             keys = jax.random.split(k_act, (B, N))
             eps_greedy = jax.vmap(jax.vmap(epsilon_greedy, (0, 0, 0, None)), (0, 0, 0, None))
             actions = eps_greedy(keys, q[0], carry.avail, epsilon)  # (B, N)
+            if idx is not None:  # frozen agents act greedily
+                actions = jnp.where(agents.frozen_mask, greedy_actions(q[0], carry.avail), actions)
             new, (rewards, done, agent_return, won, timeout) = step_envs(wrapped, k_env, carry, actions,
                                                                         hidden)
-            out = (carry.obs, carry.state[:, :S], carry.first, carry.avail, actions, rewards, done, timeout)
+            out = (of_trained(carry.obs, 1), carry.state[:, :S], carry.first, of_trained(carry.avail, 1),
+                   of_trained(actions, 1), of_trained(rewards, 1), done, timeout)
             return new, (out, agent_return, won)
 
-        h0 = carry.hidden
+        h0 = of_trained(carry.hidden, 1)[..., :Ht]
         carry, (out, agent_return, won) = jax.lax.scan(step, carry, jax.random.split(rng, T))
-        steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, N, H)
+        steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, Nt, Ht)
         chunk = steps._replace(**{f: jnp.swapaxes(getattr(steps, f), 0, 1)
                                   for f in Chunk._fields if f != "hidden"})  # (B, T, ...)
         done = steps.dones                                   # (T, B)
         n_done = done.sum()
         agent_means = jnp.sum(agent_return * done[..., None], (0, 1)) / jnp.maximum(n_done, 1)  # (N,)
-        stats = {"returned_episode_returns": agent_means.sum()}
+        stats = {"returned_episode_returns": of_trained(agent_means, 0).sum()}
         if log_agents:
             stats.update(per_agent_metrics("returned_episode_returns", agent_means, wrapped.agents))
         if has_won:
@@ -188,8 +205,8 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                      hidden=sample.hidden[:, 0])
 
     def loss_fn(params, target_params, seq: Chunk):
-        _, q = agents.apply(params["agent"], seq.hidden, seq.obs, seq.first)          # (T+1, Bs, N, A)
-        _, q_tgt = agents.apply(target_params["agent"], seq.hidden, seq.obs, seq.first)
+        _, q = learner.apply(params["agent"], seq.hidden, seq.obs, seq.first)         # (T+1, Bs, Nt, A)
+        _, q_tgt = learner.apply(target_params["agent"], seq.hidden, seq.obs, seq.first)
         q_taken = jnp.take_along_axis(q[:-1], seq.actions[..., None], axis=-1)[..., 0]  # (T, Bs, N)
         bootstrap = jax.vmap(jax.vmap(jax.vmap(double_q_bootstrap)))
         q_next = bootstrap(jax.lax.stop_gradient(q_tgt[1:]), jax.lax.stop_gradient(q[1:]),
@@ -218,8 +235,9 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     def update(runner: RunnerState, update_idx):
         """One update: rollout -> store -> learn -> target sync -> (maybe) evaluate.
         ``update_idx`` comes from the scan's xs, so conditions on it stay real branches under vmap."""
-        train, buffer_state, carry, last, rng = runner
-        rng, k_roll, k_learn, k_test = jax.random.split(rng, 4)
+        train, buffer_state, carry, last, rng, test_rng = runner
+        rng, k_roll, k_learn, _ = jax.random.split(rng, 4)
+        k_test = eval_key(test_rng, update_idx)
         epsilon = linear_schedule(cfg["EPSILON_START"], cfg["EPSILON_FINISH"],
                                   cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
         carry, chunk, stats, n_done = rollout(train.params["agent"], carry, epsilon, k_roll)
@@ -250,7 +268,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                    **last}
         if cfg["DEBUG"]:
             jax.debug.callback(_debug_print, metrics, do_test)
-        return RunnerState(train, buffer_state, carry, last, rng), metrics
+        return RunnerState(train, buffer_state, carry, last, rng, test_rng), metrics
 
     def run(runner: RunnerState, update_indices):
         return jax.lax.scan(update, runner, update_indices)
@@ -262,6 +280,11 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     train.init, train.run, train.config, train.agents, train.env = init, run, cfg, agents, wrapped
     train.evaluate = greedy_eval
     return train
+
+
+def eval_key(test_rng: jax.Array, update_idx) -> jax.Array:
+    """Key of the greedy evaluation at update ``update_idx`` (also used to reproduce it from a checkpoint)."""
+    return jax.random.fold_in(test_rng, update_idx)
 
 
 def _debug_print(metrics, show):

@@ -128,7 +128,8 @@ class Progress:
 def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, num_seeds: int,
                  progress: bool = True, watchdog_timeout: float = 600.0,
                  on_metrics: Optional[Callable[[Dict[str, np.ndarray]], None]] = None):
-    """Train ``num_seeds`` seeds (vmapped) in chunks. Returns (runner_state, metrics, timings);
+    """Train ``num_seeds`` seeds (vmapped) in chunks. Returns (runner_state, metrics, timings, resolved
+    config);
     metrics arrays have shape (num_seeds, NUM_UPDATES)."""
     import jax
     import jax.numpy as jnp
@@ -165,7 +166,7 @@ def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, n
     run_s = time.time() - t1
     metrics = {k: np.concatenate([m[k] for m in chunks], axis=1) for k in chunks[0]}
     steps = float(metrics["env_step"][0, -1]) * num_seeds
-    return runner, metrics, {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / run_s}
+    return runner, metrics, {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / run_s}, cfg
 
 
 def summarise(metrics: Dict[str, np.ndarray], timings: Dict[str, float], alg: str, env_name: str) -> str:
@@ -208,18 +209,119 @@ def _wandb_logger(cfg: Dict[str, Any], alg: str, env_name: str):
     return log, run
 
 
+def resolve_path(path: str) -> str:
+    """``pkg:rel/path`` names a file shipped inside the purejaxql package; other paths are as given."""
+    if str(path).startswith("pkg:"):
+        from importlib.resources import files
+        return str(files("purejaxql").joinpath(str(path)[4:]))
+    return str(path)
+
+
+def load_pretrained(cfg: Dict[str, Any], alg: str, env) -> Optional[Dict[str, Any]]:
+    """PRETRAINED_AGENTS {agent: checkpoint path} -> {agent: network params} (None for other modules)."""
+    from purejaxql.checkpoint import agent_params
+    spec = cfg.get("PRETRAINED_AGENTS") or {}
+    if not alg.endswith("_pretrained"):
+        if spec:
+            raise ConfigError(f"PRETRAINED_AGENTS is only read by the *_pretrained modules, not {alg}")
+        return None
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError(f"{alg} needs PRETRAINED_AGENTS: {{agent_name: path/to.safetensors}} (got {spec!r})")
+    for agent in spec:
+        if agent not in env.agents:
+            raise ConfigError(f"PRETRAINED_AGENTS names {agent!r}, which is not an agent of "
+                              f"{cfg.get('ENV_NAME')} ({list(env.agents)})")
+    return {agent: agent_params(resolve_path(path), agent) for agent, path in spec.items()}
+
+
+def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg: str, env_name: str,
+                     env, metrics: Dict[str, np.ndarray]) -> List[str]:
+    """Write each seed's final parameters under SAVE_PATH (see purejaxql.checkpoint)."""
+    import jax
+    from purejaxql.checkpoint import checkpoint_path, save_checkpoint
+    from purejaxql.config import DERIVED_KEYS
+    from purejaxql.q_learning import eval_key
+
+    seed, n_seeds = int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1))
+    params = jax.tree.map(np.asarray, runner.train.params)
+    keys = np.asarray(jax.vmap(lambda k: jax.random.key_data(eval_key(k, train_cfg["NUM_UPDATES"] - 1)))(
+        runner.test_rng))
+    module, variant = alg.split("_", 1)
+    saved = []
+    for i in range(n_seeds):
+        info = {"module": alg, "algorithm": module, "variant": variant, "env": env_name,
+                "agents": list(env.agents), "seed": seed, "seed_index": i, "num_seeds": n_seeds,
+                "pretrained_agents": dict(cfg.get("PRETRAINED_AGENTS") or {}),
+                "final_test_return": float(metrics["test_returned_episode_returns"][i, -1]),
+                "final_eval_key": [int(x) for x in keys[i].ravel()],
+                "config": {k: v for k, v in train_cfg.items() if k not in DERIVED_KEYS}}
+        path = checkpoint_path(cfg["SAVE_PATH"], env_name, alg, seed, i)
+        saved.append(str(save_checkpoint(path, jax.tree.map(lambda x: x[i], params), info)))
+    return saved
+
+
+def evaluate_checkpoint(path: str, cfg: Dict[str, Any], alg: str) -> Dict[str, float]:
+    """EVAL_ONLY: greedy evaluation of a checkpoint's agents, no training. Uses the checkpoint's config
+    (env, network) with this run's TEST_NUM_ENVS / TEST_NUM_STEPS, and the key of the training run's
+    final evaluation, so with the same test settings it reproduces that run's final greedy return."""
+    import importlib
+
+    import jax
+    import jax.numpy as jnp
+    from purejaxql.checkpoint import load_checkpoint
+
+    params, info = load_checkpoint(resolve_path(path))
+    module = info["module"]
+    if module.split("_")[0] != alg.split("_")[0] or ("_ns" in module) != ("_ns" in alg):
+        print(f"purejaxql: note: {path} was trained by {module}; evaluating it as such", file=sys.stderr)
+    ckpt_cfg = dict(info["config"])
+    for k in ("TEST_NUM_ENVS", "TEST_NUM_STEPS"):
+        if cfg.get(k) is not None:
+            ckpt_cfg[k] = cfg[k]
+    env = make_env(ckpt_cfg)
+    make_train = importlib.import_module(f"purejaxql.{module}").make_train
+    pretrained = load_pretrained({**ckpt_cfg, "PRETRAINED_AGENTS": info.get("pretrained_agents")}, module, env)
+    train = make_train(ckpt_cfg, env, pretrained) if pretrained is not None else make_train(ckpt_cfg, env)
+    agent = jax.tree.map(jnp.asarray, params["agent"])
+    try:
+        jax.eval_shape(train.evaluate, jax.random.PRNGKey(0), agent)
+    except Exception as e:
+        raise ConfigError(f"the parameters in {path} do not fit the network of its config ({e})") from None
+    key = jax.random.wrap_key_data(jnp.asarray(info["final_eval_key"], jnp.uint32)) \
+        if "final_eval_key" in info else jax.random.PRNGKey(int(cfg.get("SEED", 0)))
+    out = {k: float(v) for k, v in jax.jit(train.evaluate)(key, agent).items()}
+    env_name = info["env"]
+    line = (f"{module} checkpoint {path} on {env_name}: greedy team return "
+            f"{out['test_returned_episode_returns']:.3f} ± {out['test_returned_episode_returns_std']:.3f} "
+            f"over {train.config['TEST_NUM_ENVS']} episodes")
+    if train.env.has_won:
+        line += f", win rate {out['test_returned_won_episode']:.3f}"
+    print(line, flush=True)
+    return out
+
+
 def main_from_cfg(make_train: Callable, alg: str, cfg: Dict[str, Any]) -> Dict[str, np.ndarray]:
     """Run one training job from a flat config (alg keys + run keys)."""
+    import functools
+
+    if cfg.get("EVAL_ONLY"):
+        return evaluate_checkpoint(str(cfg["EVAL_ONLY"]), cfg, alg)
     env = make_env(cfg)
     env_name = cfg["ENV_NAME"] + (f"_{cfg['MAP_NAME']}" if "SMAX" in cfg["ENV_NAME"] else "")
     alg_cfg = {k: v for k, v in cfg.items() if k != "alg"}
+    pretrained = load_pretrained(cfg, alg, env)
+    if pretrained is not None:
+        make_train = functools.partial(make_train, pretrained_agents=pretrained)
     log, wb = _wandb_logger(cfg, alg, env_name)
     print(f"purejaxql: {alg} on {env_name}, {cfg.get('NUM_SEEDS', 1)} seed(s); compiling...", flush=True)
-    _, metrics, timings = run_training(
+    runner, metrics, timings, train_cfg = run_training(
         make_train, alg_cfg, env, int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1)),
         progress=bool(cfg.get("PROGRESS", True)), watchdog_timeout=float(cfg.get("WATCHDOG_TIMEOUT", 600)),
         on_metrics=log)
     print(summarise(metrics, timings, alg, env_name), flush=True)
+    if cfg.get("SAVE_PATH"):
+        for path in save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, metrics):
+            print(f"  saved {path}", flush=True)
     if wb is not None:
         wb.finish()
     return metrics
@@ -231,7 +333,7 @@ def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
     names = available_algs()
     chosen = [a for a in argv if a.startswith(("+alg=", "alg="))]
     if not chosen:
-        default = f"{alg.split('_')[0]}_mpe"
+        default = f"{alg.split('_')[0]}_mpe" + ("_tag_pretrained" if alg.endswith("_pretrained") else "")
         print(f"purejaxql: no +alg given, using +alg={default} (available: {', '.join(names)})", flush=True)
         argv.append(f"+alg={default}")
     else:

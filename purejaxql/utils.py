@@ -4,7 +4,7 @@ It turns a plain JaxMARL ``MultiAgentEnv`` into a batch of ``batch_size`` enviro
 training:
 
 * ``obs["__all__"]``: the global state (the env's own ``world_state`` where it has one, as SMAX does,
-  else the concatenation of the agents' raw observations);
+  else the concatenation of the training agents' raw observations);
 * ``rewards["__all__"]``: the sum of the training agents' rewards;
 * every agent's observation flattened, zero-padded to the largest agent's length and (``add_agent_id``)
   followed by a one-hot agent id (so agents of different shapes can share one network);
@@ -98,10 +98,11 @@ class CTRolloutManager:
 
     # ---- single environment ------------------------------------------------------------------------
     def global_state(self, raw_obs: Dict[str, jax.Array], state) -> jax.Array:
-        """(S,) global state: the env's ``world_state`` if it has one, else raw observations joined."""
+        """(S,) global state: the env's ``world_state`` if it has one, else the training agents' raw
+        observations joined."""
         if "world_state" in raw_obs:
             return raw_obs["world_state"].ravel()
-        return jnp.concatenate([raw_obs[a].ravel() for a in self.agents], axis=-1)
+        return jnp.concatenate([raw_obs[a].ravel() for a in self.training_agents], axis=-1)
 
     def global_reward(self, rewards: Dict[str, jax.Array]) -> jax.Array:
         """Sum of the training agents' rewards."""

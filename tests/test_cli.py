@@ -72,3 +72,68 @@ def test_bad_input_gives_one_clear_message(args, message, tmp_path):
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(400)
+def test_save_then_eval_only_reproduces_the_final_greedy_return(tmp_path):
+    r = cli("vdn_ps", "+alg=vdn_mpe", *TINY, "alg.TEST_NUM_STEPS=26", "alg.TEST_NUM_ENVS=8", "SEED=5",
+            "SAVE_PATH=ck", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trained = re.search(r"seed 0: greedy return (\S+) ± (\S+)", r.stdout)
+    path = tmp_path / "ck" / "MPE_simple_spread_v3" / "vdn_ps" / "seed5_0.safetensors"
+    assert trained and path.is_file() and path.with_suffix(".yaml").is_file(), r.stdout
+    assert f"saved {path.relative_to(tmp_path)}" in r.stdout
+    r = cli("vdn_ps", "+alg=vdn_mpe", "alg.TEST_NUM_ENVS=8", f"EVAL_ONLY={path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    evaluated = re.search(r"greedy team return (\S+) ± (\S+) over 8 episodes", r.stdout)
+    assert evaluated, r.stdout
+    assert evaluated.groups() == trained.groups()
+    assert "compiling" not in r.stdout  # no training
+
+
+PREY = "pkg:checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors"
+
+
+@pytest.mark.parametrize("module,args,message", [
+    ("vdn_ps_pretrained", ["alg.PRETRAINED_AGENTS.agent_0=missing.safetensors"], "does not exist"),
+    ("vdn_ps_pretrained", ["alg.PRETRAINED_AGENTS.agent_0=junk.safetensors"], "is not a safetensors checkpoint"),
+    ("vdn_ps_pretrained", ["alg.PRETRAINED_AGENTS.agent_0=spread.safetensors"],
+     "pretrained parameters of 'agent_0' take observations of size 21"),
+    ("vdn_ps_pretrained", [f"+alg.PRETRAINED_AGENTS.prey_0={PREY}"], "names 'prey_0', which is not an agent"),
+    ("vdn_ps_pretrained", [f"+alg.PRETRAINED_AGENTS.adversary_{i}={PREY}" for i in range(3)],
+     "every agent is pretrained"),
+    ("vdn_ps", [f"+alg.PRETRAINED_AGENTS.agent_0={PREY}"], "only read by the *_pretrained modules"),
+    ("vdn_ps", ["EVAL_ONLY=missing.safetensors"], "does not exist"),
+])
+def test_bad_checkpoint_input_gives_one_clear_message(module, args, message, tmp_path):
+    import jax
+    from purejaxql.checkpoint import save_checkpoint
+    from purejaxql.networks import AgentNetwork, SharedAgents
+
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
+    spread = SharedAgents(AgentNetwork(action_dim=5, hidden_dim=8), 3, 21).init(jax.random.PRNGKey(0))
+    save_checkpoint(tmp_path / "spread.safetensors", {"agent": spread, "mixer": {}},
+                    {"module": "vdn_ps", "variant": "ps", "agents": ["agent_0", "agent_1", "agent_2"]})
+    alg = ["+alg=vdn_mpe_tag_pretrained"] if module.endswith("pretrained") else ["+alg=vdn_mpe"]
+    r = cli(module, *alg, *TINY, *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "models").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.timeout(400)
+def test_pretrained_showcase_runs_saves_and_evaluates(tmp_path):
+    r = cli("qmix_ps_pretrained", *TINY, "alg.TEST_NUM_STEPS=26", "alg.TEST_NUM_ENVS=8", "SAVE_PATH=ck",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "using +alg=qmix_mpe_tag_pretrained" in r.stdout
+    assert "qmix_ps_pretrained on MPE_simple_tag_v3" in r.stdout
+    assert re.search(r"  agent agent_0: greedy return -?\d", r.stdout)  # the frozen prey, logged apart
+    trained = re.search(r"seed 0: greedy return (\S+) ± (\S+)", r.stdout)
+    path = tmp_path / "ck" / "MPE_simple_tag_v3" / "qmix_ps_pretrained" / "seed0_0.safetensors"
+    assert trained and path.is_file(), r.stdout
+    r = cli("qmix_ps_pretrained", "alg.TEST_NUM_ENVS=8", f"EVAL_ONLY={path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    evaluated = re.search(r"greedy team return (\S+) ± (\S+) over 8 episodes", r.stdout)
+    assert evaluated and evaluated.groups() == trained.groups(), r.stdout

@@ -19,6 +19,9 @@ def test_wheel_ships_configs_and_cli_runs_from_elsewhere(tmp_path):
         for env in ("mpe", "smax"):
             assert f"purejaxql/conf/alg/{alg}_{env}.yaml" in names
     assert "purejaxql/conf/config.yaml" in names
+    for alg in ("iql", "vdn", "qmix"):
+        assert f"purejaxql/conf/alg/{alg}_mpe_tag_pretrained.yaml" in names
+    assert "purejaxql/checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors" in names  # the showcase's prey
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True, timeout=120)

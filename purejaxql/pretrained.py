@@ -1,0 +1,120 @@
+"""Frozen pretrained agents beside trained ones (the ``*_ps_pretrained`` variants).
+
+:class:`PretrainedAgents` has the interface of :class:`~purejaxql.networks.SharedAgents` (``init``,
+``initial_hidden``, ``apply``) over all N agents of the env, plus the learner's view of the agents that
+learn (``trained_idx``, ``learner``): the trained agents share one parameter set (the only parameters
+``init`` returns, so the only ones the optimiser sees); every frozen agent acts greedily with its own
+network, whose parameters are constants of the program, with its own hidden state. A frozen network's
+architecture (width, recurrent or not, agent id in its input) is read from its parameters' shapes, so it
+may differ from the trained agents' and may come from a ``_ps`` or ``_ns`` checkpoint.
+
+Shapes: T time, B batch, N all agents, Nt trained agents, D obs size of the trained agents' input,
+Hc carried hidden size (the largest of all networks'), A actions.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxql.config import ConfigError
+from purejaxql.networks import AgentNetwork, SharedAgents
+
+__all__ = ["PretrainedAgents", "network_of"]
+
+
+def network_of(params: Mapping[str, Any], agent: str, obs_len: int, num_agents: int, num_actions: int):
+    """Rebuild the :class:`AgentNetwork` that ``params`` belong to, checking they fit the env.
+
+    Returns (network, uses_agent_id)."""
+    try:
+        p = params["params"]
+        d_in, hidden = np.shape(p["Dense_0"]["kernel"])
+        h_out, a_out = np.shape(p["Dense_1"]["kernel"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"pretrained parameters of {agent!r} are not an agent network's "
+                          "(expected params/Dense_0/kernel and params/Dense_1/kernel)") from None
+    if d_in not in (obs_len, obs_len + num_agents):
+        raise ConfigError(f"pretrained parameters of {agent!r} take observations of size {d_in}, but this env "
+                          f"gives {obs_len} (padded), or {obs_len + num_agents} with the agent id")
+    if a_out != num_actions:
+        raise ConfigError(f"pretrained parameters of {agent!r} output {a_out} actions, but this env has "
+                          f"{num_actions} (padded)")
+    recurrent = "GRU_0" in p
+    return AgentNetwork(action_dim=num_actions, hidden_dim=int(hidden), recurrent=recurrent), d_in != obs_len
+
+
+class PretrainedAgents:
+    """Trained agents sharing parameters + frozen pretrained agents (see the module docstring)."""
+
+    obs_agent_id_default = True
+
+    def __init__(self, network: AgentNetwork, agents, obs_size: int, max_obs_length: int,
+                 pretrained: Mapping[str, Any]):
+        self.agents = list(agents)
+        self.num_agents = len(self.agents)
+        unknown = [a for a in pretrained if a not in self.agents]
+        if unknown:
+            raise ConfigError(f"pretrained agent {unknown[0]!r} is not an agent of the env ({self.agents})")
+        if len(pretrained) == self.num_agents:
+            raise ConfigError("every agent is pretrained: nothing is left to train")
+        self.frozen_idx = np.array([i for i, a in enumerate(self.agents) if a in pretrained], int)
+        self.trained_idx = np.array([i for i, a in enumerate(self.agents) if a not in pretrained], int)
+        self.frozen_mask = np.isin(np.arange(self.num_agents), self.frozen_idx)
+        self.learner = SharedAgents(network, len(self.trained_idx), obs_size)
+        self.obs_len = max_obs_length
+        self.frozen = []  # (index, network, params as jnp constants, uses agent id)
+        for i in self.frozen_idx:
+            name = self.agents[i]
+            net, with_id = network_of(pretrained[name], name, max_obs_length, self.num_agents,
+                                      network.action_dim)
+            self.frozen.append((int(i), net, jax.tree.map(jnp.asarray, pretrained[name]), with_id))
+        self.hidden_dim = max([self.learner.hidden_dim] +
+                              [n.hidden_dim if n.recurrent else 0 for _, n, _, _ in self.frozen])
+
+    def init(self, rng: jax.Array) -> Any:
+        return self.learner.init(rng)
+
+    def initial_hidden(self, batch: int) -> jax.Array:
+        """(B, N, Hc) zeros."""
+        return jnp.zeros((batch, self.num_agents, self.hidden_dim))
+
+    def apply(self, params, hidden: jax.Array, obs: jax.Array, first: jax.Array):
+        """hidden (B, N, Hc), obs (T, B, N, D), first (T, B) -> (hidden_T (B, N, Hc), q (T, B, N, A))."""
+        T, B, N, _ = obs.shape
+        Ht = self.learner.hidden_dim
+        h_t, q_t = self.learner.apply(params, hidden[:, self.trained_idx, :Ht], obs[:, :, self.trained_idx],
+                                      first)
+        hs = [None] * N
+        qs = [None] * N
+        for j, i in enumerate(self.trained_idx):
+            hs[i], qs[i] = h_t[:, j], q_t[:, :, j]
+        for i, net, p, with_id in self.frozen:
+            x = obs[:, :, i, :self.obs_len]
+            if with_id:
+                x = jnp.concatenate([x, jnp.broadcast_to(jnp.eye(N)[i], (T, B, N))], axis=-1)
+            H = net.hidden_dim
+            h_i = hidden[:, i, :H] if net.recurrent else jnp.zeros((B, H))
+            h_i, qs[i] = net.apply(p, h_i, x, first)
+            hs[i] = h_i if net.recurrent else jnp.zeros((B, 0))
+        pad = lambda h: jnp.pad(h, ((0, 0), (0, self.hidden_dim - h.shape[-1])))  # noqa: E731
+        return jnp.stack([pad(h) for h in hs], axis=1), jnp.stack(qs, axis=2)
+
+
+def pretrained_variant(env, pretrained_agents: Mapping[str, Any]):
+    """The ``agents_cls`` of :func:`purejaxql.q_learning.make_train` for frozen ``pretrained_agents``
+    (agent name -> that agent's network parameters) beside trained agents that share parameters."""
+    from purejaxql.utils import space_dim
+
+    if not isinstance(pretrained_agents, Mapping) or not pretrained_agents:
+        raise ConfigError("pretrained_agents must map at least one agent name to its parameters "
+                          "(CLI: PRETRAINED_AGENTS={agent_name: path/to.safetensors})")
+    max_obs = max(space_dim(env.observation_space(a)) for a in env.agents)
+
+    def make(network: AgentNetwork, num_agents: int, obs_size: int) -> PretrainedAgents:
+        return PretrainedAgents(network, env.agents, obs_size, max_obs, pretrained_agents)
+
+    make.obs_agent_id_default = PretrainedAgents.obs_agent_id_default
+    return make

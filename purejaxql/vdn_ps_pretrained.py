@@ -1,0 +1,26 @@
+"""VDN for the agents that learn (sharing parameters), beside frozen pretrained agents that act greedily
+with their own networks and are never updated. Same loop, metrics and CLI as `vdn_ps`; the team reward,
+global state and reported team return cover only the trained agents.
+
+CLI: `python -m purejaxql.vdn_ps_pretrained +alg=vdn_mpe_tag_pretrained` (predators against the shipped
+prey), or any config with `PRETRAINED_AGENTS: {agent_name: path/to.safetensors}`.
+In Python: `make_train(config, env, pretrained_agents)` with agent name -> parameters
+(`purejaxql.checkpoint.agent_params(path, agent_name)`).
+"""
+from purejaxql import q_learning
+from purejaxql.vdn import VDN
+from purejaxql.pretrained import pretrained_variant
+
+
+def make_train(config, env, pretrained_agents):
+    """`train(rng) -> {"runner_state", "metrics"}` for VDN beside frozen `pretrained_agents`."""
+    return q_learning.make_train(config, env, VDN, pretrained_variant(env, pretrained_agents))
+
+
+def main():
+    from purejaxql.run import cli
+    cli(make_train, "vdn_ps_pretrained")
+
+
+if __name__ == "__main__":
+    main()
