@@ -21,7 +21,7 @@ def cli(module, *args, cwd):
 @pytest.mark.parametrize("alg,envname", [("iql", "smax"), ("vdn", "mpe"), ("vdn", "smax"), ("qmix", "mpe"),
                                          ("qmix", "smax")])  # iql_mpe: the default-alg test below
 def test_each_alg_config_runs(alg, envname, tmp_path):
-    extra = ["alg.TEST_NUM_STEPS=30"] if envname == "smax" else []
+    extra = ["alg.TEST_NUM_STEPS=30", "alg.MAP_NAME=2s3z"] if envname == "smax" else []  # mixed unit types
     if (alg, envname) == ("vdn", "mpe"):  # wandb offline needs no network
         extra += ["WANDB_MODE=offline", "WANDB_LOG_ALL_SEEDS=True"]
     r = cli(f"{alg}_ps", f"+alg={alg}_{envname}", *TINY, *extra, "NUM_SEEDS=2", "SEED=3", cwd=tmp_path)

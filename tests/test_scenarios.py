@@ -6,7 +6,8 @@ actions unused and padded observation entries zero, and log per-agent returns wh
 
 Each MPE run costs a compile of ~10-25 s, so the default suite runs a covering subset: every scenario
 with one ``_ps`` and one ``_ns`` module, every module on at least three scenarios. The other pairs are
-marked ``slow``; ``python -m pytest -m slow tests/test_scenarios.py`` runs them (the whole matrix takes
+marked ``slow`` (so are the SMAX runs of the ``_ps`` modules, which the CLI tests run on 2s3z);
+``python -m pytest -m slow tests/test_scenarios.py`` runs them (the whole matrix takes
 ~20 minutes on 2 cores).
 """
 import importlib
@@ -98,7 +99,10 @@ def test_mpe_scenario(env_name, module):
         assert not any(k in m for k in per_agent)
 
 
-@pytest.mark.parametrize("module", MODULES)
+# the _ps modules also run on 2s3z end to end in tests/test_cli.py (each alg's SMAX config), so by default
+# only the _ns ones run here
+@pytest.mark.parametrize("module", [pytest.param(m, marks=pytest.mark.slow if m.endswith("_ps") else ())
+                                    for m in MODULES])
 def test_smax_mixed_unit_types(module):
     env = make_env({"ENV_NAME": "HeuristicEnemySMAX", "MAP_NAME": "2s3z"})
     train, out = run(module, env, tiny(env, TEST_NUM_STEPS=10))
