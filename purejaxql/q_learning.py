@@ -9,6 +9,7 @@ Shape legend
     N agents            T  NUM_STEPS (steps per env per update)     B  NUM_ENVS
     Bs BUFFER_BATCH_SIZE A  actions (padded)     D  obs size (padded + agent id)
     S  global state size H  agent hidden size (0 for feed-forward agents)
+    Nt agents that learn (= N, unless some are frozen pretrained agents; replay and loss hold only them)
 
 Replay layout. Each update stores, per env, one *chunk* of T consecutive steps plus the agent hidden
 state that preceded it. Chunks are the items of a flashbax trajectory buffer (time axis = chunk
@@ -42,7 +43,7 @@ class QAlgorithm:
     """What distinguishes IQL, VDN and QMIX.
 
     ``loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states, mask)``
-    with q_taken, q_next, rewards (T, Bs, N), discount and mask (T, Bs), states (T+1, Bs, S) returns
+    with q_taken, q_next, rewards (T, Bs, Nt), discount and mask (T, Bs), states (T+1, Bs, S) returns
     the mask-weighted mean squared TD error (a scalar).
     """
     name: str
@@ -54,15 +55,15 @@ class QAlgorithm:
 
 class Chunk(NamedTuple):
     """One env's T steps, one replay item (leading axes (B,) when added, (Bs, 2) when sampled)."""
-    obs: jax.Array      # (T, N, D)
+    obs: jax.Array      # (T, Nt, D)
     state: jax.Array    # (T, S) global state (S = 0 when the algorithm does not use it)
     first: jax.Array    # (T,)  obs[t] starts an episode
-    avail: jax.Array    # (T, N, A)
-    actions: jax.Array  # (T, N)
-    rewards: jax.Array  # (T, N) per-agent rewards
+    avail: jax.Array    # (T, Nt, A)
+    actions: jax.Array  # (T, Nt)
+    rewards: jax.Array  # (T, Nt) per-agent rewards
     dones: jax.Array    # (T,)  the episode ended with actions[t]
     timeout: jax.Array  # (T,)  ... by reaching env.max_steps (a time limit, not a terminal state)
-    hidden: jax.Array   # (N, H) hidden state before obs[0]
+    hidden: jax.Array   # (Nt, H) hidden state before obs[0]
 
 
 class TrainState(NamedTuple):
@@ -207,10 +208,10 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     def loss_fn(params, target_params, seq: Chunk):
         _, q = learner.apply(params["agent"], seq.hidden, seq.obs, seq.first)         # (T+1, Bs, Nt, A)
         _, q_tgt = learner.apply(target_params["agent"], seq.hidden, seq.obs, seq.first)
-        q_taken = jnp.take_along_axis(q[:-1], seq.actions[..., None], axis=-1)[..., 0]  # (T, Bs, N)
+        q_taken = jnp.take_along_axis(q[:-1], seq.actions[..., None], axis=-1)[..., 0]  # (T, Bs, Nt)
         bootstrap = jax.vmap(jax.vmap(jax.vmap(double_q_bootstrap)))
         q_next = bootstrap(jax.lax.stop_gradient(q_tgt[1:]), jax.lax.stop_gradient(q[1:]),
-                           seq.avail[1:])                                               # (T, Bs, N)
+                           seq.avail[1:])                                               # (T, Bs, Nt)
         discount = cfg["GAMMA"] * (1.0 - seq.dones.astype(jnp.float32))                # (T, Bs)
         # A time-out's true next observation is lost in the env's auto-reset: with
         # TIMEOUT_AS_TERMINAL=False such transitions are left out of the loss instead of being
