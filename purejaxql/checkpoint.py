@@ -1,4 +1,4 @@
-"""Checkpoints of trained agents: safetensors files (tensors + a JSON header), never pickle, so loading a
+"""Checkpoints of trained agents: safetensors files (tensors + a JSON header), never a pickled object, so loading a
 stranger's checkpoint cannot run code.
 
 A checkpoint holds one seed's ``{"agent": ..., "mixer": ...}`` parameters, flattened to ``a/b/c`` names,
