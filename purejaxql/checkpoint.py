@@ -1,5 +1,5 @@
-"""Checkpoints of trained agents: safetensors files (tensors + a JSON header), never a pickled object, so loading a
-stranger's checkpoint cannot run code.
+"""Checkpoints of trained agents: safetensors files (tensors + a JSON header), never a pickled object,
+so loading a stranger's checkpoint cannot run code.
 
 A checkpoint holds one seed's ``{"agent": ..., "mixer": ...}`` parameters, flattened to ``a/b/c`` names,
 and in its header a JSON record: algorithm module, env, agent names, seed, the run's resolved config and
