@@ -60,9 +60,8 @@ class PretrainedAgents:
             raise ConfigError(f"pretrained agent {unknown[0]!r} is not an agent of the env ({self.agents})")
         if len(pretrained) == self.num_agents:
             raise ConfigError("every agent is pretrained: nothing is left to train")
-        self.frozen_idx = np.array([i for i, a in enumerate(self.agents) if a in pretrained], int)
-        self.trained_idx = np.array([i for i, a in enumerate(self.agents) if a not in pretrained], int)
-        self.frozen_mask = np.isin(np.arange(self.num_agents), self.frozen_idx)
+        self.frozen_mask = np.array([a in pretrained for a in self.agents])
+        self.frozen_idx, self.trained_idx = np.flatnonzero(self.frozen_mask), np.flatnonzero(~self.frozen_mask)
         self.learner = SharedAgents(network, len(self.trained_idx), obs_size)
         self.obs_len = max_obs_length
         self.frozen = []  # (index, network, params as jnp constants, uses agent id)

@@ -112,8 +112,11 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     idx = agents.trained_idx                                   # None = all agents
     Nt = N if idx is None else len(idx)
     trained_names = None if idx is None else [wrapped.agents[i] for i in idx]
-    wrapped, test_env = (CTRolloutManager(env, b, training_agents=trained_names, add_agent_id=cfg["OBS_AGENT_ID"])
-                         for b in (B, cfg["TEST_NUM_ENVS"]))
+
+    def wrap(batch):
+        return CTRolloutManager(env, batch, training_agents=trained_names, add_agent_id=cfg["OBS_AGENT_ID"])
+    wrapped = wrapped if idx is None else wrap(B)  # rebuilt only when some agents are frozen
+    test_env = wrap(cfg["TEST_NUM_ENVS"])
     S = wrapped.state_size if algorithm.uses_state else 0
     H, Ht = agents.hidden_dim, learner.hidden_dim
 

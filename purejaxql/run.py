@@ -45,15 +45,12 @@ def make_env(cfg: Dict[str, Any]):
             kwargs["scenario"] = map_name_to_scenario(map_name)
         except Exception:
             raise ConfigError(f"unknown SMAX MAP_NAME {map_name!r}") from None
-    if name.startswith("MPE") and "action_type" not in kwargs and _accepts(jaxmarl.make, name, "action_type"):
-        kwargs["action_type"] = "Discrete"  # some MPE scenarios default to continuous actions
+    if name.startswith("MPE") and "action_type" not in kwargs:
+        try:  # some MPE scenarios default to continuous actions; ask for discrete ones where possible
+            return jaxmarl.make(name, action_type="Discrete", **kwargs)
+        except TypeError:  # the scenario takes no action_type
+            pass
     return jaxmarl.make(name, **kwargs)
-
-
-def _accepts(make, name: str, kwarg: str) -> bool:
-    """Whether the env class registered as ``name`` takes ``kwarg`` in its constructor."""
-    import inspect
-    return kwarg in inspect.signature(type(make(name)).__init__).parameters
 
 
 def chunk_size(num_updates: int, target_chunks: int = 100) -> int:
