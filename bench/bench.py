@@ -1,12 +1,17 @@
-"""Speed and final-return benchmark of the replay Q-learners on MPE_simple_spread_v3.
+"""Speed and final-return benchmark of every algorithm on MPE_simple_spread_v3.
 
-Settings are JaxMARL's ``ql_rnn_mpe`` (8 envs x 26 steps, GRU 64, buffer 5000, batch 32, LR 0.005 with
-linear decay, gamma 0.9, target sync every 200 updates, epsilon 1 -> 0.05 over 10% of training,
-LEARNING_STARTS 10000, MAX_GRAD_NORM 25, 512 greedy test episodes every 5%) at 2e6 env steps per seed.
+Replay Q-learners (iql, vdn, qmix): JaxMARL's ``ql_rnn_mpe`` settings (8 envs x 26 steps, GRU 64, buffer
+5000, batch 32, LR 0.005 with linear decay, gamma 0.9, target sync every 200 updates, epsilon 1 -> 0.05 over
+10% of training, LEARNING_STARTS 10000, MAX_GRAD_NORM 25, 512 greedy test episodes every 5%).
+PQN: JaxMARL's ``pqn_vdn_ff_mpe`` settings (256 envs x 16 steps, 2 x 256 MLP with LayerNorm, 4 epochs x 16
+minibatches, RAdam LR 5e-4, MAX_GRAD_NORM 1, gamma 0.9, lambda 0.3, epsilon 1 -> 0.1 over 10% of training,
+512 greedy test episodes every 5%). Both leave the time-out step out of the loss (TIMEOUT_AS_TERMINAL False;
+``--timeout-terminal`` treats it as terminal, as JaxMARL does). 2e6 env steps per seed by default.
 
     python bench/bench.py                       # iql, vdn, qmix (_ps); 1 seed and 4 vmapped seeds
     python bench/bench.py --algs qmix --seeds 4 --timesteps 5e5
     python bench/bench.py --algs vdn_ps vdn_ns --seeds 1   # shared vs per-agent parameters
+    python bench/bench.py --algs pqn vdn --seeds 4         # PQN-VDN vs VDN, 4 seeds each
 
 Each measurement runs in a fresh process (clean compile cache, its own peak RSS). Printed per run:
 compile seconds, wall seconds of the compiled program, env steps/s (summed over seeds), peak RSS, the
@@ -33,13 +38,20 @@ CONFIG = {
     "MIXER_EMBEDDING_DIM": 32, "MIXER_HYPERNET_HIDDEN_DIM": 128, "MIXER_INIT_SCALE": 0.001,
     "TIMEOUT_AS_TERMINAL": False,
 }
+PQN_CONFIG = {
+    "ENV_NAME": "MPE_simple_spread_v3", "NUM_ENVS": 256, "NUM_STEPS": 16, "NUM_EPOCHS": 4, "NUM_MINIBATCHES": 16,
+    "AGENT_TYPE": "ff", "AGENT_HIDDEN_DIM": 256, "NUM_LAYERS": 2, "NORM_TYPE": "layer_norm", "NORM_INPUT": False,
+    "MIXER": "vdn", "EPSILON_START": 1.0, "EPSILON_FINISH": 0.1, "MAX_GRAD_NORM": 1.0, "LR": 0.0005,
+    "LR_LINEAR_DECAY": False, "OPTIMIZER": "radam", "GAMMA": 0.9, "LAMBDA": 0.3, "TEST_DURING_TRAINING": True,
+    "TEST_INTERVAL": 0.05, "TEST_NUM_ENVS": 512, "TEST_NUM_STEPS": 26, "TIMEOUT_AS_TERMINAL": False,
+}
 
 
 def module_name(alg: str) -> str:
     return alg if alg.endswith(("_ps", "_ns")) else f"{alg}_ps"
 
 
-def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str) -> dict:
+def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, timeout_terminal: bool) -> dict:
     import importlib
 
     import jax
@@ -47,15 +59,17 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str) -> 
 
     from purejaxql.run import make_env
 
-    cfg = {**CONFIG, "ENV_NAME": env_name, "TOTAL_TIMESTEPS": timesteps,
-           "EPSILON_ANNEAL_TIME": 0.1 * timesteps}
+    cfg = {**(PQN_CONFIG if alg.startswith("pqn") else CONFIG), "ENV_NAME": env_name, "TOTAL_TIMESTEPS": timesteps,
+           "EPSILON_ANNEAL_TIME": 0.1 * timesteps, "TIMEOUT_AS_TERMINAL": timeout_terminal}
     if not alg.startswith("qmix"):
         cfg = {k: v for k, v in cfg.items() if not k.startswith("MIXER_")}
     env = make_env(cfg)
     train = importlib.import_module(f"purejaxql.{module_name(alg)}").make_train(cfg, env)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+    # one seed runs unbatched, as the CLI does (vmap adds a batch axis that XLA:CPU runs slower)
+    program = jax.vmap(train) if seeds > 1 else (lambda k: jax.tree.map(lambda x: x[None], train(k[0])))
     t0 = time.time()
-    compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
+    compiled = jax.jit(program).lower(keys).compile()
     compile_s = time.time() - t0
     t1 = time.time()
     out = compiled(keys)
@@ -63,8 +77,10 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str) -> 
     run_s = time.time() - t1
     steps = float(np.asarray(out["metrics"]["env_step"])[0, -1]) * seeds
     ts = out["runner_state"].train
-    state_mb = sum(x.nbytes for x in jax.tree.leaves((ts.params, ts.target_params, ts.opt_state))) / seeds / 2**20
-    return {"alg": module_name(alg), "env": env_name, "seeds": seeds, "timesteps": timesteps, "compile_s": round(compile_s, 1),
+    state = (ts.params, getattr(ts, "target_params", None), ts.opt_state)
+    state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / seeds / 2**20
+    return {"alg": module_name(alg), "env": env_name, "seeds": seeds, "seed": seed,
+            "timeout_terminal": timeout_terminal, "timesteps": timesteps, "compile_s": round(compile_s, 1),
             "run_s": round(run_s, 1), "steps_per_s": round(steps / run_s),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "param_state_mb_per_seed": round(state_mb, 2),
@@ -80,10 +96,11 @@ def main():
     p.add_argument("--timesteps", type=float, default=2e6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also append results to this JSON-lines file")
+    p.add_argument("--timeout-terminal", action="store_true", help="treat time-outs as terminal (JaxMARL's way)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.algs[0], a.seeds[0], a.timesteps, a.seed, a.env)))
+        print(json.dumps(worker(a.algs[0], a.seeds[0], a.timesteps, a.seed, a.env, a.timeout_terminal)))
         return
     print(f"{a.env}, {a.timesteps:g} env steps per seed", flush=True)
     print(f"{'alg':8} {'seeds':>5} {'compile s':>9} {'run s':>7} {'steps/s':>9} {'RSS MB':>7} {'state MB':>8} "
@@ -91,7 +108,8 @@ def main():
     for alg in a.algs:
         for seeds in a.seeds:
             cmd = [sys.executable, __file__, "--worker", "--algs", alg, "--seeds", str(seeds),
-                   "--timesteps", str(a.timesteps), "--seed", str(a.seed), "--env", a.env]
+                   "--timesteps", str(a.timesteps), "--seed", str(a.seed), "--env", a.env] + \
+                (["--timeout-terminal"] if a.timeout_terminal else [])
             res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if res.returncode != 0:
                 print(f"{alg} seeds={seeds} failed:\n{res.stderr[-2000:]}", file=sys.stderr)

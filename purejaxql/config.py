@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Dict, Mapping
 
-__all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "RUN_KEYS", "resolve_config"]
+__all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "resolve_config"]
 
 
 class ConfigError(ValueError):
@@ -16,6 +16,7 @@ class ConfigError(ValueError):
 
 
 # Replay-based Q-learning (IQL, VDN, QMIX). None means "derived from the env / other keys".
+# PQN_DEFAULTS below start from these.
 Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "TOTAL_TIMESTEPS": 2e6,        # env steps summed over the NUM_ENVS environments
     "NUM_ENVS": 8,                 # parallel training environments (B)
@@ -53,6 +54,29 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "MAP_NAME": None,
 }
 
+# PQN (online Q(λ) over many envs, no replay, no target network). Same meaning as above where shared.
+PQN_DEFAULTS: Dict[str, Any] = {
+    **{k: v for k, v in Q_LEARNING_DEFAULTS.items()
+       if k not in ("BUFFER_SIZE", "BUFFER_BATCH_SIZE", "TARGET_UPDATE_INTERVAL", "TAU", "LEARNING_STARTS")},
+    "NUM_ENVS": 128,
+    "NUM_STEPS": 16,               # steps per env per rollout (T)
+    "NUM_EPOCHS": 4,               # passes over each rollout
+    "NUM_MINIBATCHES": 16,         # gradient steps per pass (each on 1/NUM_MINIBATCHES of the rollout)
+    "AGENT_TYPE": "ff",
+    "AGENT_HIDDEN_DIM": 256,
+    "NUM_LAYERS": 2,               # hidden Dense layers of the agent network (before the GRU if any)
+    "NORM_TYPE": "layer_norm",     # normalisation after each hidden Dense: layer_norm | batch_norm | none
+    "NORM_INPUT": False,           # BatchNorm on the observations
+    "MEMORY_WINDOW": 0,            # GRU agents: steps of the previous rollout replayed before each rollout
+                                   # to warm up the hidden state (context only, not in the loss)
+    "MIXER": "vdn",                # vdn: Q(λ) on the team value Σ_i Q_i and team reward; none: independent
+    "LAMBDA": 0.65,                # λ of Peng's Q(λ) (0 = one-step targets)
+    "EPSILON_FINISH": 0.1,
+    "MAX_GRAD_NORM": 1.0,
+    "LR": 0.0005,
+    "OPTIMIZER": "radam",
+}
+
 # Keys only QMIX reads (its mixer).
 QMIX_DEFAULTS: Dict[str, Any] = {
     "MIXER_EMBEDDING_DIM": 32,        # E: width of the mixing layer
@@ -60,7 +84,10 @@ QMIX_DEFAULTS: Dict[str, Any] = {
     "MIXER_INIT_SCALE": 0.001,        # orthogonal init scale of the hypernetworks' output layers
 }
 # Which algorithm reads a key that is not common to all (for "not used by X" errors).
-KEY_OWNERS: Dict[str, str] = {k: "qmix" for k in QMIX_DEFAULTS}
+KEY_OWNERS: Dict[str, str] = {
+    **{k: "qmix" for k in QMIX_DEFAULTS},
+    **{k: "iql/vdn/qmix" for k in Q_LEARNING_DEFAULTS if k not in PQN_DEFAULTS},
+    **{k: "pqn" for k in PQN_DEFAULTS if k not in Q_LEARNING_DEFAULTS}}
 
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
@@ -68,7 +95,7 @@ RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_A
 # Keys resolve_config adds (not settable; left out of saved configs).
 DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID",
-             "LOG_AGENTS_SEPARATELY")
+             "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
 
 
 def _number(cfg, key, cast=float):
@@ -103,14 +130,15 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
                 raise ConfigError(f"{key} is not set and the environment has no max_steps to default to")
             cfg[key] = int(max_steps) + extra
     ints = ["NUM_ENVS", "NUM_STEPS", "BUFFER_SIZE", "BUFFER_BATCH_SIZE", "AGENT_HIDDEN_DIM",
-            "TARGET_UPDATE_INTERVAL", "NUM_EPOCHS", "TEST_NUM_ENVS", "TEST_NUM_STEPS"]
+            "TARGET_UPDATE_INTERVAL", "NUM_EPOCHS", "TEST_NUM_ENVS", "TEST_NUM_STEPS", "NUM_MINIBATCHES",
+            "NUM_LAYERS"]
     for key in ints:
         if key in cfg:
             cfg[key] = _number(cfg, key, lambda v: int(float(v)))
             if cfg[key] <= 0:
                 raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
     floats = ["TOTAL_TIMESTEPS", "LR", "GAMMA", "EPSILON_START", "EPSILON_FINISH", "MAX_GRAD_NORM",
-              "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE"]
+              "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE", "LAMBDA"]
     for key in floats:
         if key in cfg:
             cfg[key] = _number(cfg, key)
@@ -146,6 +174,18 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
     if cfg["NUM_UPDATES"] < 1:
         raise ConfigError(f"TOTAL_TIMESTEPS={cfg['TOTAL_TIMESTEPS']:g} is smaller than one rollout "
                           f"(NUM_ENVS*NUM_STEPS = {rollout})")
+    if "LEARNING_STARTS" in cfg:
+        _check_replay(cfg, rollout)
+    if "LAMBDA" in cfg:
+        _check_pqn(cfg)
+    if cfg.get("EPSILON_ANNEAL_TIME", 0) is None:
+        cfg["EPSILON_ANNEAL_TIME"] = 0.1 * cfg["TOTAL_TIMESTEPS"]
+    cfg["EPSILON_ANNEAL_TIME"] = _number(cfg, "EPSILON_ANNEAL_TIME")
+    cfg["TEST_EVERY"] = max(1, int(cfg["TEST_INTERVAL"] * cfg["NUM_UPDATES"]))
+    return cfg
+
+
+def _check_replay(cfg, rollout):
     # first update with a gradient step: two chunks stored and more than LEARNING_STARTS steps taken
     cfg["FIRST_LEARN_UPDATE"] = max(1, int(cfg["LEARNING_STARTS"] // rollout))
     if cfg["FIRST_LEARN_UPDATE"] >= cfg["NUM_UPDATES"]:
@@ -155,14 +195,31 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
     if cfg["TARGET_UPDATE_INTERVAL"] > cfg["NUM_UPDATES"]:
         raise ConfigError(f"TARGET_UPDATE_INTERVAL ({cfg['TARGET_UPDATE_INTERVAL']}) exceeds the number of "
                           f"updates ({cfg['NUM_UPDATES']}): the target network would never be synced")
-    if "BUFFER_SIZE" in cfg and cfg["BUFFER_SIZE"] < 2 * cfg["NUM_ENVS"]:
+    if cfg["BUFFER_SIZE"] < 2 * cfg["NUM_ENVS"]:
         raise ConfigError(f"BUFFER_SIZE ({cfg['BUFFER_SIZE']}) must hold at least two sequences per env "
                           f"(2 * NUM_ENVS = {2 * cfg['NUM_ENVS']})")
-    if "BUFFER_SIZE" in cfg and cfg["BUFFER_BATCH_SIZE"] > cfg["BUFFER_SIZE"]:
+    if cfg["BUFFER_BATCH_SIZE"] > cfg["BUFFER_SIZE"]:
         raise ConfigError(f"BUFFER_BATCH_SIZE ({cfg['BUFFER_BATCH_SIZE']}) must not exceed "
                           f"BUFFER_SIZE ({cfg['BUFFER_SIZE']})")
-    if cfg.get("EPSILON_ANNEAL_TIME", 0) is None:
-        cfg["EPSILON_ANNEAL_TIME"] = 0.1 * cfg["TOTAL_TIMESTEPS"]
-    cfg["EPSILON_ANNEAL_TIME"] = _number(cfg, "EPSILON_ANNEAL_TIME")
-    cfg["TEST_EVERY"] = max(1, int(cfg["TEST_INTERVAL"] * cfg["NUM_UPDATES"]))
-    return cfg
+
+
+def _check_pqn(cfg):
+    from purejaxql.networks import NORM_TYPES
+    if not 0.0 <= cfg["LAMBDA"] <= 1.0:
+        raise ConfigError(f"LAMBDA must be in [0, 1], got {cfg['LAMBDA']}")
+    if cfg["MIXER"] not in ("vdn", "none"):
+        raise ConfigError(f"MIXER must be 'vdn' or 'none', got {cfg['MIXER']!r}")
+    if cfg["NORM_TYPE"] not in NORM_TYPES:
+        raise ConfigError(f"NORM_TYPE must be one of {list(NORM_TYPES)}, got {cfg['NORM_TYPE']!r}")
+    cfg["MEMORY_WINDOW"] = _number(cfg, "MEMORY_WINDOW", lambda v: int(float(v)))
+    if cfg["AGENT_TYPE"] == "rnn":
+        if not 0 <= cfg["MEMORY_WINDOW"] <= cfg["NUM_STEPS"]:
+            raise ConfigError(f"MEMORY_WINDOW must be in [0, NUM_STEPS={cfg['NUM_STEPS']}], got "
+                              f"{cfg['MEMORY_WINDOW']}")
+        samples, what = cfg["NUM_ENVS"], "NUM_ENVS (GRU agents learn from whole env sequences)"
+    else:
+        if cfg["MEMORY_WINDOW"] != 0:
+            raise ConfigError("MEMORY_WINDOW only applies to recurrent agents (AGENT_TYPE=rnn)")
+        samples, what = cfg["NUM_ENVS"] * cfg["NUM_STEPS"], "NUM_ENVS * NUM_STEPS (transitions per rollout)"
+    if samples % cfg["NUM_MINIBATCHES"]:
+        raise ConfigError(f"NUM_MINIBATCHES ({cfg['NUM_MINIBATCHES']}) must divide {what} = {samples}")

@@ -13,7 +13,7 @@ Hc carried hidden size (the largest of all networks'), A actions.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +31,12 @@ def network_of(params: Mapping[str, Any], agent: str, obs_len: int, num_agents: 
     Returns (network, uses_agent_id)."""
     try:
         p = params["params"]
+        n_dense = sum(1 for k in p if k.startswith("Dense_"))
         d_in, hidden = np.shape(p["Dense_0"]["kernel"])
-        h_out, a_out = np.shape(p["Dense_1"]["kernel"])
+        h_out, a_out = np.shape(p[f"Dense_{n_dense - 1}"]["kernel"])
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"pretrained parameters of {agent!r} are not an agent network's "
-                          "(expected params/Dense_0/kernel and params/Dense_1/kernel)") from None
+                          "(expected params/Dense_0/kernel ... params/Dense_<k>/kernel)") from None
     if d_in not in (obs_len, obs_len + num_agents):
         raise ConfigError(f"pretrained parameters of {agent!r} take observations of size {d_in}, but this env "
                           f"gives {obs_len} (padded), or {obs_len + num_agents} with the agent id")
@@ -43,7 +44,11 @@ def network_of(params: Mapping[str, Any], agent: str, obs_len: int, num_agents: 
         raise ConfigError(f"pretrained parameters of {agent!r} output {a_out} actions, but this env has "
                           f"{num_actions} (padded)")
     recurrent = "GRU_0" in p
-    return AgentNetwork(action_dim=num_actions, hidden_dim=int(hidden), recurrent=recurrent), d_in != obs_len
+    stats = params.get("batch_stats", {})
+    norm = "none" if "norm_0" not in p else ("batch_norm" if "norm_0" in stats else "layer_norm")
+    net = AgentNetwork(action_dim=num_actions, hidden_dim=int(hidden), recurrent=recurrent,
+                       num_layers=n_dense - 1, norm_type=norm, norm_input="input_norm" in p)
+    return net, d_in != obs_len
 
 
 class PretrainedAgents:

@@ -27,15 +27,13 @@ from typing import Any, Callable, Dict, NamedTuple
 import flashbax as fbx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from purejaxql.config import Q_LEARNING_DEFAULTS, resolve_config
-from purejaxql.evaluation import (EnvCarry, greedy_actions, make_greedy_eval, per_agent_metrics, reset_envs,
-                                  step_envs)
-from purejaxql.networks import AgentNetwork, SharedAgents
-from purejaxql.rl_math import double_q_bootstrap, epsilon_greedy, linear_schedule
-from purejaxql.utils import CTRolloutManager
+from purejaxql.evaluation import EnvCarry, reset_envs, step_envs
+from purejaxql.loop import act, build, episode_stats, initial_metrics, program, record, with_variant_defaults
+from purejaxql.networks import SharedAgents
+from purejaxql.rl_math import double_q_bootstrap, linear_schedule
 
 
 @dataclass(frozen=True)
@@ -97,32 +95,12 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     ``train.init(rng)`` and ``train.run(runner_state, update_indices)`` expose the same program in
     pieces (used by the CLI to show progress between chunks of updates; results are identical).
     """
-    config = dict(config)
-    if config.get("OBS_AGENT_ID") is None:  # the variant's default
-        config["OBS_AGENT_ID"] = agents_cls.obs_agent_id_default
-    cfg = resolve_config(config, all_defaults(algorithm), env, algorithm.name)
-    wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
-    N, A, T, B = wrapped.num_agents, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
-    network = AgentNetwork(action_dim=A, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
-                           init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] == "rnn")
-    agents = agents_cls(network, N, wrapped.obs_size)
-    # Agents that learn (all, unless some are frozen pretrained ones): the replay, the loss, the team
-    # reward and global state, and the team return in the metrics cover only them.
-    learner = agents.learner
-    idx = agents.trained_idx                                   # None = all agents
-    Nt = N if idx is None else len(idx)
-    trained_names = None if idx is None else [wrapped.agents[i] for i in idx]
-
-    def wrap(batch):
-        return CTRolloutManager(env, batch, training_agents=trained_names, add_agent_id=cfg["OBS_AGENT_ID"])
-    wrapped = wrapped if idx is None else wrap(B)  # rebuilt only when some agents are frozen
-    test_env = wrap(cfg["TEST_NUM_ENVS"])
+    cfg = resolve_config(with_variant_defaults(config, agents_cls), all_defaults(algorithm), env, algorithm.name)
+    setup = build(cfg, env, agents_cls)
+    wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
+    Nt, A, T, B = setup.num_trained, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
     S = wrapped.state_size if algorithm.uses_state else 0
-    H, Ht = agents.hidden_dim, learner.hidden_dim
-
-    def of_trained(x, axis):
-        """Select the trained agents along ``axis`` (no-op when all agents learn)."""
-        return x if idx is None else jnp.take(x, jnp.asarray(idx), axis=axis)
+    Ht = learner.hidden_dim
 
     learn_updates = cfg["NUM_UPDATES"] - cfg["FIRST_LEARN_UPDATE"]
     lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * learn_updates)
@@ -134,9 +112,6 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         add_batch_size=B, sample_batch_size=cfg["BUFFER_BATCH_SIZE"], sample_sequence_length=2,
         period=1, min_length_time_axis=2, max_length_time_axis=cfg["BUFFER_SIZE"] // B)
     log_agents = cfg["LOG_AGENTS_SEPARATELY"]
-    greedy_eval = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"],
-                                   log_agents, team=idx)
-    has_won = wrapped.has_won
     steps_per_update = B * T
 
     def init(rng):
@@ -152,28 +127,14 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                       actions=jnp.zeros((T, Nt), jnp.int32), rewards=jnp.zeros((T, Nt)),
                       dones=jnp.zeros((T,), bool), timeout=jnp.zeros((T,), bool),
                       hidden=jnp.zeros((Nt, Ht)))
-        last = {"returned_episode_returns": jnp.float32(jnp.nan),
-                "test_returned_episode_returns": jnp.float32(jnp.nan),
-                "test_returned_episode_returns_std": jnp.float32(jnp.nan)}
-        if has_won:
-            last.update(returned_won_episode=jnp.float32(jnp.nan),
-                        test_returned_won_episode=jnp.float32(jnp.nan))
-        if log_agents:
-            for prefix in ("returned_episode_returns", "test_returned_episode_returns"):
-                last.update({k: jnp.float32(jnp.nan)
-                             for k in per_agent_metrics(prefix, jnp.zeros(N), wrapped.agents)})
+        last = initial_metrics(setup, log_agents)
         return RunnerState(train, buffer.init(dummy), carry, last, rng, test_rng)
 
     def rollout(params, carry: EnvCarry, epsilon, rng):
         """T ε-greedy steps of B envs -> (carry, chunk (B, ...), episode stats)."""
         def step(carry, k):
             k_act, k_env = jax.random.split(k)
-            hidden, q = agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])
-            keys = jax.random.split(k_act, (B, N))
-            eps_greedy = jax.vmap(jax.vmap(epsilon_greedy, (0, 0, 0, None)), (0, 0, 0, None))
-            actions = eps_greedy(keys, q[0], carry.avail, epsilon)  # (B, N)
-            if idx is not None:  # frozen agents act greedily
-                actions = jnp.where(agents.frozen_mask, greedy_actions(q[0], carry.avail), actions)
+            hidden, _, actions = act(agents, params, carry, epsilon, k_act)  # actions (B, N)
             new, (rewards, done, agent_return, won, timeout) = step_envs(wrapped, k_env, carry, actions,
                                                                         hidden)
             out = (of_trained(carry.obs, 1), carry.state[:, :S], carry.first, of_trained(carry.avail, 1),
@@ -185,14 +146,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, Nt, Ht)
         chunk = steps._replace(**{f: jnp.swapaxes(getattr(steps, f), 0, 1)
                                   for f in Chunk._fields if f != "hidden"})  # (B, T, ...)
-        done = steps.dones                                   # (T, B)
-        n_done = done.sum()
-        agent_means = jnp.sum(agent_return * done[..., None], (0, 1)) / jnp.maximum(n_done, 1)  # (N,)
-        stats = {"returned_episode_returns": of_trained(agent_means, 0).sum()}
-        if log_agents:
-            stats.update(per_agent_metrics("returned_episode_returns", agent_means, wrapped.agents))
-        if has_won:
-            stats["returned_won_episode"] = jnp.sum(won & done) / jnp.maximum(n_done, 1)
+        stats, n_done = episode_stats(setup, agent_return, steps.dones, won, log_agents)
         return carry, chunk, stats, n_done
 
     def sequences(sample: Chunk) -> Chunk:
@@ -241,7 +195,6 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         ``update_idx`` comes from the scan's xs, so conditions on it stay real branches under vmap."""
         train, buffer_state, carry, last, rng, test_rng = runner
         rng, k_roll, k_learn, _ = jax.random.split(rng, 4)
-        k_test = eval_key(test_rng, update_idx)
         epsilon = linear_schedule(cfg["EPSILON_START"], cfg["EPSILON_FINISH"],
                                   cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
         carry, chunk, stats, n_done = rollout(train.params["agent"], carry, epsilon, k_roll)
@@ -259,39 +212,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                 t.params, t.target_params, cfg["TAU"])),
             lambda t: t, train)
 
-        last = {**last, **{k: jnp.where(n_done > 0, v, last[k]) for k, v in stats.items()}}
-        do_test = (update_idx % cfg["TEST_EVERY"] == 0) | (update_idx == cfg["NUM_UPDATES"] - 1)
-        if cfg["TEST_DURING_TRAINING"]:
-            test_keys = [k for k in last if k.startswith("test_")]
-            last = {**last, **jax.lax.cond(
-                do_test, lambda: {k: v for k, v in greedy_eval(k_test, train.params["agent"]).items()
-                                  if k in test_keys},
-                lambda: {k: last[k] for k in test_keys})}
-        metrics = {"env_step": train.timesteps, "update_steps": train.n_updates,
-                   "grad_steps": train.grad_steps, "loss": loss, "qvals": qvals, "epsilon": epsilon,
-                   **last}
-        if cfg["DEBUG"]:
-            jax.debug.callback(_debug_print, metrics, do_test)
+        last, metrics = record(cfg, setup, last, stats, n_done, update_idx, test_rng, train, loss, qvals, epsilon)
         return RunnerState(train, buffer_state, carry, last, rng, test_rng), metrics
 
-    def run(runner: RunnerState, update_indices):
-        return jax.lax.scan(update, runner, update_indices)
-
-    def train(rng):
-        runner, metrics = run(init(rng), jnp.arange(cfg["NUM_UPDATES"]))
-        return {"runner_state": runner, "metrics": metrics}
-
-    train.init, train.run, train.config, train.agents, train.env = init, run, cfg, agents, wrapped
-    train.evaluate = greedy_eval
-    return train
-
-
-def eval_key(test_rng: jax.Array, update_idx) -> jax.Array:
-    """Key of the greedy evaluation at update ``update_idx`` (also used to reproduce it from a checkpoint)."""
-    return jax.random.fold_in(test_rng, update_idx)
-
-
-def _debug_print(metrics, show):
-    """Host-only: reads the values, starts no JAX computation (a callback must not, see README)."""
-    if bool(np.asarray(show)):
-        print(" ".join(f"{k}={float(np.asarray(v)):.4g}" for k, v in metrics.items()), flush=True)
+    return program(cfg, setup, init, update)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["masked_argmax", "double_q_bootstrap", "double_q_td_error", "epsilon_greedy",
-           "linear_schedule", "masked_mean"]
+           "linear_schedule", "masked_mean", "lambda_returns"]
 
 
 def masked_argmax(q: jax.Array, avail: jax.Array) -> jax.Array:
@@ -62,3 +62,27 @@ def masked_mean(x: jax.Array, mask=None) -> jax.Array:
         return jnp.mean(x)
     mask = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape)
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def lambda_returns(r_t: jax.Array, discount_t: jax.Array, v_t: jax.Array, lambda_) -> jax.Array:
+    """λ-returns of one trajectory, computed backwards (T,), (T,), (T,), () or (T,) -> (T,):
+
+        G_t = r_t + discount_t · ((1 - λ) v_t + λ G_{t+1}),   G_{T-1} = r_{T-1} + discount_{T-1} v_{T-1}
+
+    ``v_t`` is the value of the state that follows step t (the bootstrap of step t); with
+    v_t = max_a Q(s_{t+1}, a) these are Peng's Q(λ) targets. discount_t = γ (1 - done_t) cuts the
+    return at episode ends inside the trajectory; λ = 0 gives one-step targets, λ = 1 Monte-Carlo
+    returns bootstrapped only at the end of the trajectory. A per-step ``lambda_`` (T,) applies λ_t at
+    step t (λ_t = 0: G_t bootstraps on v_t alone, e.g. when G_{t+1} is unknown).
+    """
+    chex.assert_rank([r_t, discount_t, v_t], 1)
+    chex.assert_equal_shape([r_t, discount_t, v_t])
+    lambda_ = jnp.broadcast_to(jnp.asarray(lambda_, r_t.dtype), r_t.shape)
+
+    def step(g_next, x):
+        r, discount, v, lam = x
+        g = r + discount * ((1.0 - lam) * v + lam * g_next)
+        return g, g
+
+    _, g = jax.lax.scan(step, v_t[-1], (r_t, discount_t, v_t, lambda_), reverse=True)
+    return g

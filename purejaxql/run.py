@@ -137,8 +137,14 @@ def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, n
     cfg = train.config
     rngs = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
     n_updates, c = cfg["NUM_UPDATES"], chunk_size(cfg["NUM_UPDATES"])
-    init = jax.jit(jax.vmap(train.init))
-    run = jax.jit(jax.vmap(train.run, in_axes=(0, None)), donate_argnums=0)
+    if num_seeds > 1:
+        init = jax.jit(jax.vmap(train.init))
+        run = jax.jit(jax.vmap(train.run, in_axes=(0, None)), donate_argnums=0)
+    else:  # one seed runs unbatched (a vmap axis of size 1 makes XLA:CPU pick slower kernels)
+        def one(f):
+            return lambda *a: jax.tree.map(lambda x: x[None], f(*a))
+        init = jax.jit(lambda k: one(train.init)(k[0]))
+        run = jax.jit(lambda r, u: one(train.run)(jax.tree.map(lambda x: x[0], r), u), donate_argnums=0)
 
     t0 = time.time()
     runner = init(rngs)
@@ -237,7 +243,7 @@ def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg
     import jax
     from purejaxql.checkpoint import checkpoint_path, save_checkpoint
     from purejaxql.config import DERIVED_KEYS
-    from purejaxql.q_learning import eval_key
+    from purejaxql.loop import eval_key
 
     seed, n_seeds = int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1))
     params = jax.tree.map(np.asarray, runner.train.params)

@@ -10,7 +10,6 @@ Loss (double Q-learning on Q_tot):
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from purejaxql.q_learning import QAlgorithm
 from purejaxql.rl_math import masked_mean

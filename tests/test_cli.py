@@ -9,6 +9,8 @@ import pytest
 TINY = ["alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=64", "alg.BUFFER_SIZE=16",
         "alg.BUFFER_BATCH_SIZE=2", "alg.AGENT_HIDDEN_DIM=8", "alg.LEARNING_STARTS=0",
         "alg.TEST_NUM_ENVS=2", "alg.NUM_EPOCHS=1", "alg.TARGET_UPDATE_INTERVAL=2"]
+PQN_TINY = ["alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=64", "alg.AGENT_HIDDEN_DIM=8",
+            "alg.TEST_NUM_ENVS=2", "alg.NUM_EPOCHS=1", "alg.NUM_MINIBATCHES=2"]
 
 
 def cli(module, *args, cwd):
@@ -18,13 +20,17 @@ def cli(module, *args, cwd):
 
 
 @pytest.mark.timeout(520)
-@pytest.mark.parametrize("alg,envname", [("iql", "smax"), ("vdn", "mpe"), ("vdn", "smax"), ("qmix", "mpe"),
-                                         ("qmix", "smax")])  # iql_mpe: the default-alg test below
+@pytest.mark.parametrize("alg,envname", [
+    pytest.param("iql", "smax", marks=pytest.mark.slow), ("vdn", "mpe"),
+    pytest.param("vdn", "smax", marks=pytest.mark.slow), ("qmix", "mpe"), ("qmix", "smax"), ("pqn", "smax")])
+# iql_mpe: the default-alg test below; pqn_mpe: the pretrained showcase (its config builds on pqn_mpe);
+# iql/vdn_smax (slow) share everything but the loss with qmix_smax
 def test_each_alg_config_runs(alg, envname, tmp_path):
     extra = ["alg.TEST_NUM_STEPS=30", "alg.MAP_NAME=2s3z"] if envname == "smax" else []  # mixed unit types
     if (alg, envname) == ("vdn", "mpe"):  # wandb offline needs no network
         extra += ["WANDB_MODE=offline", "WANDB_LOG_ALL_SEEDS=True"]
-    r = cli(f"{alg}_ps", f"+alg={alg}_{envname}", *TINY, *extra, "NUM_SEEDS=2", "SEED=3", cwd=tmp_path)
+    tiny = PQN_TINY if alg == "pqn" else TINY
+    r = cli(f"{alg}_ps", f"+alg={alg}_{envname}", *tiny, *extra, "NUM_SEEDS=2", "SEED=3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     m = re.search(r"final greedy team return (\S+) ± (\S+) over 2 seed", r.stdout)
     assert m, r.stdout
@@ -66,9 +72,11 @@ def test_ns_module_reports_each_agent_on_a_competitive_game(tmp_path):
     (["+alg=qmix_mpe", "+LR=0.1"], "LR is an algorithm key: set it as alg.LR"),
     (["+alg=qmix_mpe", "NUM_SEEDS=0"], "NUM_SEEDS must be >= 1"),
     (["+alg=qmix_mpe", "alg.ENV_NAME=MPE_simple_facmac_v1"], "has a continuous action space"),
+    (["+alg=pqn_mpe", "alg.NUM_MINIBATCHES=7"], "NUM_MINIBATCHES (7) must divide NUM_ENVS * NUM_STEPS"),
+    (["+alg=pqn_mpe", "+alg.BUFFER_SIZE=10"], "'BUFFER_SIZE' is not used by pqn (it belongs to iql/vdn/qmix)"),
 ])
 def test_bad_input_gives_one_clear_message(args, message, tmp_path):
-    r = cli("qmix_ps", *args, cwd=tmp_path)
+    r = cli("pqn_ps" if args[0] == "+alg=pqn_mpe" else "qmix_ps", *args, cwd=tmp_path)
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -124,16 +132,18 @@ def test_bad_checkpoint_input_gives_one_clear_message(module, args, message, tmp
 
 @pytest.mark.timeout(400)
 def test_pretrained_showcase_runs_saves_and_evaluates(tmp_path):
-    r = cli("qmix_ps_pretrained", *TINY, "alg.TEST_NUM_STEPS=26", "alg.TEST_NUM_ENVS=8", "SAVE_PATH=ck",
+    """PQN-VDN predators against the shipped frozen prey, from the default config; the saved PQN
+    checkpoint (LayerNorm network) reproduces its final greedy return."""
+    r = cli("pqn_ps_pretrained", *PQN_TINY, "alg.TEST_NUM_STEPS=26", "alg.TEST_NUM_ENVS=8", "SAVE_PATH=ck",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "using +alg=qmix_mpe_tag_pretrained" in r.stdout
-    assert "qmix_ps_pretrained on MPE_simple_tag_v3" in r.stdout
+    assert "using +alg=pqn_mpe_tag_pretrained" in r.stdout
+    assert "pqn_ps_pretrained on MPE_simple_tag_v3" in r.stdout
     assert re.search(r"  agent agent_0: greedy return -?\d", r.stdout)  # the frozen prey, logged apart
     trained = re.search(r"seed 0: greedy return (\S+) ± (\S+)", r.stdout)
-    path = tmp_path / "ck" / "MPE_simple_tag_v3" / "qmix_ps_pretrained" / "seed0_0.safetensors"
+    path = tmp_path / "ck" / "MPE_simple_tag_v3" / "pqn_ps_pretrained" / "seed0_0.safetensors"
     assert trained and path.is_file(), r.stdout
-    r = cli("qmix_ps_pretrained", "alg.TEST_NUM_ENVS=8", f"EVAL_ONLY={path}", cwd=tmp_path)
+    r = cli("pqn_ps_pretrained", "alg.TEST_NUM_ENVS=8", f"EVAL_ONLY={path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     evaluated = re.search(r"greedy team return (\S+) ± (\S+) over 8 episodes", r.stdout)
     assert evaluated and evaluated.groups() == trained.groups(), r.stdout
