@@ -25,17 +25,21 @@ def params_moved(before, after, per_agent=False):
     return jax.tree.map(moved, before, after)
 
 
+def stages(config):
+    """A PQN program's stages, its initial state and initial agent params (no full training compile)."""
+    train = pqn_ps.make_train(config, SPREAD)
+    runner = jax.jit(train.init)(jax.random.PRNGKey(0))
+    return train, train.parts, runner, runner.train.params["agent"]
+
+
 def test_learner_replays_exactly_what_the_actor_saw():
     """GRU agents with a memory window: unrolling the learner over (context + rollout) from the stored
     hidden state gives the actor's Q-values on every rollout step, across rollouts and episode ends."""
     W, T = 3, 8
-    train = pqn_ps.make_train(tiny(AGENT_TYPE="rnn", MEMORY_WINDOW=W, NUM_STEPS=T, NORM_TYPE="layer_norm"), SPREAD)
-    P = train.parts
-    runner = jax.jit(train.init)(jax.random.PRNGKey(0))
-    params = runner.train.params["agent"]
+    train, P, runner, params = stages(tiny(AGENT_TYPE="rnn", MEMORY_WINDOW=W, NUM_STEPS=T, NORM_TYPE="layer_norm"))
 
     @jax.jit
-    def two_rollouts(runner):
+    def rollouts(runner):
         carry, steps1, h = P.rollout(params, runner.env, 0.5, jax.random.PRNGKey(1))
         context = P.next_context(runner.context, steps1, h)
         for _ in range(3):  # a few rollouts: 26-step episodes end inside them
@@ -45,7 +49,7 @@ def test_learner_replays_exactly_what_the_actor_saw():
             context = P.next_context(context, steps, h)
         _, q = train.agents.learner.apply(params, data.hidden, data.obs, data.first)
         return q[-T:], steps["q"], data, steps
-    q_learner, q_actor, data, steps = two_rollouts(runner)
+    q_learner, q_actor, data, steps = rollouts(runner)
     assert data.obs.shape[0] == W + T and np.asarray(steps["first"]).any()  # an episode started in it
     np.testing.assert_allclose(np.asarray(q_learner), np.asarray(q_actor), rtol=1e-5, atol=1e-5)
 
@@ -71,12 +75,9 @@ def py_targets(r, done, timeout, v_next, gamma, lam, timeout_terminal):
 @pytest.mark.parametrize("timeout_terminal", [False, True])
 def test_q_lambda_targets_match_a_plain_loop(timeout_terminal):
     T, B, gamma, lam = 30, 3, 0.9, 0.7  # MPE episodes time out after 26 steps: inside the rollout
-    train = pqn_ps.make_train(tiny(NUM_STEPS=T, NUM_ENVS=B, TOTAL_TIMESTEPS=T * B, NUM_MINIBATCHES=1,
-                                   GAMMA=gamma, LAMBDA=lam, REW_SCALE=2.0, TIMEOUT_AS_TERMINAL=timeout_terminal),
-                              SPREAD)
-    P = train.parts
-    runner = jax.jit(train.init)(jax.random.PRNGKey(0))
-    params = runner.train.params["agent"]
+    train, P, runner, params = stages(tiny(NUM_STEPS=T, NUM_ENVS=B, TOTAL_TIMESTEPS=T * B, NUM_MINIBATCHES=1,
+                                           GAMMA=gamma, LAMBDA=lam, REW_SCALE=2.0,
+                                           TIMEOUT_AS_TERMINAL=timeout_terminal))
 
     @jax.jit
     def go(runner):
