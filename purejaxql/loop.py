@@ -13,20 +13,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxql.config import resolve_config
 from purejaxql.evaluation import EnvCarry, greedy_actions, make_greedy_eval, per_agent_metrics
 from purejaxql.networks import AgentNetwork
 from purejaxql.rl_math import epsilon_greedy
 from purejaxql.utils import CTRolloutManager
 
 __all__ = ["Setup", "build", "act", "episode_stats", "initial_metrics", "record", "program", "eval_key",
-           "with_variant_defaults", "debug_print"]
+           "debug_print"]
 
 
 @dataclass
 class Setup:
     """Envs and agents of one training program."""
+    config: Dict[str, Any]      # the resolved config
     env: CTRolloutManager       # NUM_ENVS training envs
-    test_env: CTRolloutManager  # TEST_NUM_ENVS greedy evaluation envs
     agents: Any                 # the agent variant over all N agents (acting, evaluation)
     learner: Any                # the variant over the Nt agents that learn (the loss)
     idx: Optional[np.ndarray]   # indices of the agents that learn (None: all)
@@ -39,18 +40,15 @@ class Setup:
         return x if self.idx is None else jnp.take(x, jnp.asarray(self.idx), axis=axis)
 
 
-def with_variant_defaults(config: Dict[str, Any], agents_cls) -> Dict[str, Any]:
-    """OBS_AGENT_ID None -> the agent variant's default (on for shared parameters, off for per-agent)."""
+def build(config: Dict[str, Any], defaults: Dict[str, Any], env, agents_cls, alg_name: str) -> Setup:
+    """Resolve ``config`` against ``defaults`` (OBS_AGENT_ID None = the agent variant's default: on for
+    shared parameters, off for per-agent), wrap ``env`` and make the agents the config asks for. When some
+    agents are frozen pretrained ones (``agents.trained_idx``), the team reward, global state and reported
+    team return cover only the agents that learn."""
     config = dict(config)
     if config.get("OBS_AGENT_ID") is None:
         config["OBS_AGENT_ID"] = agents_cls.obs_agent_id_default
-    return config
-
-
-def build(cfg: Dict[str, Any], env, agents_cls) -> Setup:
-    """Wrap ``env`` and make the agents the config asks for. When some agents are frozen pretrained ones
-    (``agents.trained_idx``), the team reward, global state and reported team return cover only the
-    agents that learn."""
+    cfg = resolve_config(config, defaults, env, alg_name)
     wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
     network = AgentNetwork(action_dim=wrapped.max_action_space, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
                            init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] == "rnn",
@@ -67,7 +65,7 @@ def build(cfg: Dict[str, Any], env, agents_cls) -> Setup:
     test_env = wrap(cfg["TEST_NUM_ENVS"])
     evaluate = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"],
                                 cfg["LOG_AGENTS_SEPARATELY"], team=idx)
-    return Setup(env=wrapped, test_env=test_env, agents=agents, learner=agents.learner, idx=idx,
+    return Setup(config=cfg, env=wrapped, agents=agents, learner=agents.learner, idx=idx,
                  evaluate=evaluate, num_agents=N, num_trained=N if idx is None else len(idx))
 
 

@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxql.config import PQN_DEFAULTS, resolve_config
+from purejaxql.config import PQN_DEFAULTS
 from purejaxql.evaluation import EnvCarry, reset_envs, step_envs
-from purejaxql.loop import act, build, episode_stats, initial_metrics, program, record, with_variant_defaults
+from purejaxql.loop import act, build, episode_stats, initial_metrics, program, record
 from purejaxql.networks import SharedAgents
 from purejaxql.rl_math import lambda_returns, linear_schedule, masked_mean
 
@@ -84,8 +84,8 @@ def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable
 
     ``agents_cls`` is the agent variant (shared, per-agent or with frozen pretrained agents), as in
     :func:`purejaxql.q_learning.make_train`; ``train.init`` / ``train.run`` expose the program in pieces."""
-    cfg = resolve_config(with_variant_defaults(config, agents_cls), PQN_DEFAULTS, env, "pqn")
-    setup = build(cfg, env, agents_cls)
+    setup = build(config, PQN_DEFAULTS, env, agents_cls, "pqn")
+    cfg = setup.config
     wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
     Nt, T, B, W = setup.num_trained, cfg["NUM_STEPS"], cfg["NUM_ENVS"], cfg["MEMORY_WINDOW"]
     recurrent, vdn, log_agents = cfg["AGENT_TYPE"] == "rnn", cfg["MIXER"] == "vdn", cfg["LOG_AGENTS_SEPARATELY"]
@@ -113,7 +113,8 @@ def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable
             carry, h_ctx = c
             t, k = xs
             k_act, k_env = jax.random.split(k)
-            h_ctx = jnp.where(t == T - W, carry.hidden, h_ctx)
+            if W:  # keep the hidden state the context will start from
+                h_ctx = jnp.where(t == T - W, carry.hidden, h_ctx)
             hidden, q, actions = act(agents, params, carry, epsilon, k_act)   # q (B, N, A), actions (B, N)
             new, (rewards, done, agent_return, won, timeout) = step_envs(wrapped, k_env, carry, actions, hidden)
             out = {"obs": of_trained(carry.obs, 1), "first": carry.first, "avail": of_trained(carry.avail, 1),

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxql.config import Q_LEARNING_DEFAULTS, resolve_config
+from purejaxql.config import Q_LEARNING_DEFAULTS
 from purejaxql.evaluation import EnvCarry, reset_envs, step_envs
-from purejaxql.loop import act, build, episode_stats, initial_metrics, program, record, with_variant_defaults
+from purejaxql.loop import act, build, episode_stats, initial_metrics, program, record
 from purejaxql.networks import SharedAgents
 from purejaxql.rl_math import double_q_bootstrap, linear_schedule
 
@@ -95,8 +95,8 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     ``train.init(rng)`` and ``train.run(runner_state, update_indices)`` expose the same program in
     pieces (used by the CLI to show progress between chunks of updates; results are identical).
     """
-    cfg = resolve_config(with_variant_defaults(config, agents_cls), all_defaults(algorithm), env, algorithm.name)
-    setup = build(cfg, env, agents_cls)
+    setup = build(config, all_defaults(algorithm), env, agents_cls, algorithm.name)
+    cfg = setup.config
     wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
     Nt, A, T, B = setup.num_trained, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
     S = wrapped.state_size if algorithm.uses_state else 0
