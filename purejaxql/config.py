@@ -8,7 +8,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Dict, Mapping
 
-__all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "resolve_config"]
+__all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "resolve_config",
+           "check_run_keys"]
 
 
 class ConfigError(ValueError):
@@ -91,11 +92,33 @@ KEY_OWNERS: Dict[str, str] = {
 
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
-            "WATCHDOG_TIMEOUT", "SAVE_PATH", "EVAL_ONLY", "PRETRAINED_AGENTS"}
+            "WATCHDOG_TIMEOUT", "SAVE_PATH", "EVAL_ONLY", "PRETRAINED_AGENTS", "CHECKPOINT_INTERVAL",
+            "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME"}
 # Keys resolve_config adds (not settable; left out of saved configs).
 DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID",
              "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
+
+
+def check_run_keys(top: Mapping[str, Any]) -> None:
+    """Run-level keys (config/config.yaml): types and ranges, naming the culprit."""
+    for key in ("PROGRESS", "NAN_CHECK", "WANDB_LOG_ALL_SEEDS"):
+        if key in top and not isinstance(top[key], bool):
+            raise ConfigError(f"{key} must be True or False, got {top[key]!r}")
+    for key, low in (("SEED", None), ("NUM_SEEDS", 1), ("CHECKPOINT_KEEP", 1)):
+        if key in top:
+            v = top[key]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{key} must be an integer, got {v!r}")
+            if low is not None and v < low:
+                raise ConfigError(f"{key} must be >= {low}, got {v}")
+    for key in ("CHECKPOINT_INTERVAL", "WATCHDOG_TIMEOUT"):
+        if key in top:
+            v = _number(top, key) if top[key] is not None else 0.0
+            if v < 0:
+                raise ConfigError(f"{key} must be >= 0, got {v:g}")
+    if top.get("WANDB_MODE", "disabled") not in ("disabled", "offline", "online"):
+        raise ConfigError(f"WANDB_MODE must be disabled, offline or online, got {top['WANDB_MODE']!r}")
 
 
 def _number(cfg, key, cast=float):

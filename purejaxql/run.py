@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import re
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -96,13 +98,18 @@ class Watchdog:
 class Progress:
     """One updating terminal line: env steps, steps/s, ETA, ε, latest greedy return."""
 
-    def __init__(self, total_steps: float, enabled: bool = True):
-        self.total, self.enabled, self.start = total_steps, enabled and sys.stderr.isatty(), (time.time(), 0.0)
+    def __init__(self, total_steps: float, enabled: bool = True, done_steps: float = 0.0,
+                 min_interval: float = 0.25):
+        self.total, self.enabled = total_steps, enabled and sys.stderr.isatty()
+        self.start = (time.time(), float(done_steps))
         self.plain = enabled and not self.enabled
-        self.last_plain = 0.0
+        self.last_plain, self.last_drawn, self.min_interval = 0.0, 0.0, min_interval
 
-    def update(self, metrics: Dict[str, np.ndarray]):
+    def update(self, metrics: Dict[str, np.ndarray], last: bool = False):
         now = time.time()
+        if not (self.enabled or self.plain) or (now - self.last_drawn < self.min_interval and not last):
+            return  # at most a few redraws per second
+        self.last_drawn = now
         steps = float(np.mean(metrics["env_step"][..., -1]))
         rate = (steps - self.start[1]) / max(now - self.start[0], 1e-9)
         eta = (self.total - steps) / rate if rate > 0 else float("nan")
@@ -124,10 +131,14 @@ class Progress:
 
 def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, num_seeds: int,
                  progress: bool = True, watchdog_timeout: float = 600.0,
-                 on_metrics: Optional[Callable[[Dict[str, np.ndarray]], None]] = None):
-    """Train ``num_seeds`` seeds (vmapped) in chunks. Returns (runner_state, metrics, timings, resolved
-    config);
-    metrics arrays have shape (num_seeds, NUM_UPDATES)."""
+                 on_chunk: Optional[Callable[..., None]] = None,
+                 resume_from: Optional[Callable[[Any], Tuple[Any, int]]] = None, on_built=None):
+    """Train ``num_seeds`` seeds (vmapped; one seed unbatched) in chunks of updates.
+
+    ``on_built(train_config)`` runs once the config is checked (before compiling); ``on_chunk(runner,
+    metrics, params_finite, updates_done)`` after each chunk (metrics (S, chunk) numpy arrays,
+    params_finite (S,)); ``resume_from(state_template) -> (runner, updates_done)`` replaces the initial
+    state. Returns (runner_state, metrics of this process's chunks (S, U), timings, resolved config)."""
     import jax
     import jax.numpy as jnp
 
@@ -135,41 +146,63 @@ def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, n
         raise ConfigError(f"NUM_SEEDS must be >= 1, got {num_seeds}")
     train = make_train(config, env)
     cfg = train.config
+    if on_built is not None:
+        on_built(cfg)
     rngs = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
     n_updates, c = cfg["NUM_UPDATES"], chunk_size(cfg["NUM_UPDATES"])
+
+    def params_finite(runner):  # (S,): every parameter of the seed is finite
+        leaves = jax.tree.leaves(runner.train.params)
+        return jnp.stack([jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in leaves]).all(0)
+
     if num_seeds > 1:
-        init = jax.jit(jax.vmap(train.init))
-        run = jax.jit(jax.vmap(train.run, in_axes=(0, None)), donate_argnums=0)
+        init = jax.vmap(train.init)
+        run_seeds = jax.vmap(train.run, in_axes=(0, None))
     else:  # one seed runs unbatched (a vmap axis of size 1 makes XLA:CPU pick slower kernels)
-        def one(f):
-            return lambda *a: jax.tree.map(lambda x: x[None], f(*a))
-        init = jax.jit(lambda k: one(train.init)(k[0]))
-        run = jax.jit(lambda r, u: one(train.run)(jax.tree.map(lambda x: x[0], r), u), donate_argnums=0)
+        def init(k):
+            return jax.tree.map(lambda x: x[None], train.init(k[0]))
+
+        def run_seeds(r, u):
+            return jax.tree.map(lambda x: x[None], train.run(jax.tree.map(lambda x: x[0], r), u))
+
+    def chunk(runner, update_indices):
+        runner, metrics = run_seeds(runner, update_indices)
+        return runner, metrics, params_finite(runner)
 
     t0 = time.time()
-    runner = init(rngs)
-    compiled = run.lower(runner, jnp.arange(c)).compile()
+    if resume_from is None:
+        runner, start = jax.jit(init)(rngs), 0
+    else:
+        runner, start = resume_from(jax.eval_shape(init, rngs))
+    compiled = jax.jit(chunk, donate_argnums=0).lower(runner, jnp.arange(c)).compile()
     compile_s = time.time() - t0
-    bar, dog = Progress(cfg["NUM_UPDATES"] * cfg["NUM_ENVS"] * cfg["NUM_STEPS"], progress), Watchdog(watchdog_timeout)
+    bar = Progress(n_updates * cfg["NUM_ENVS"] * cfg["NUM_STEPS"], progress, start * cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
+    dog = Watchdog(watchdog_timeout)
     chunks: List[Dict[str, np.ndarray]] = []
     t1 = time.time()
     try:
-        for start in range(0, n_updates, c):
+        for begin in range(start, n_updates, c):
             tc = time.time()
-            runner, metrics = compiled(runner, jnp.arange(start, start + c))
+            runner, metrics, finite = compiled(runner, jnp.arange(begin, begin + c))
             metrics = jax.tree.map(np.asarray, metrics)  # waits for the chunk
             dog.beat(time.time() - tc)
             chunks.append(metrics)
-            bar.update(metrics)
-            if on_metrics is not None:
-                on_metrics(metrics)
+            bar.update(metrics, last=begin + c == n_updates)
+            if on_chunk is not None:
+                on_chunk(runner, metrics, np.asarray(finite), begin + c)
+            if _CHUNK_PAUSE:
+                time.sleep(_CHUNK_PAUSE)
     finally:
         dog.stop()
         bar.close()
     run_s = time.time() - t1
-    metrics = {k: np.concatenate([m[k] for m in chunks], axis=1) for k in chunks[0]}
-    steps = float(metrics["env_step"][0, -1]) * num_seeds
-    return runner, metrics, {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / run_s}, cfg
+    metrics = {k: np.concatenate([m[k] for m in chunks], axis=1) for k in chunks[0]} if chunks else {}
+    steps = (n_updates - start) * cfg["NUM_ENVS"] * cfg["NUM_STEPS"] * num_seeds
+    return runner, metrics, {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / max(run_s, 1e-9)}, cfg
+
+
+# Fault-injection hook for the resume tests: seconds to sleep after each chunk (0 = none).
+_CHUNK_PAUSE = float(os.environ.get("PUREJAXQL_CHUNK_PAUSE", "0") or 0)
 
 
 def summarise(metrics: Dict[str, np.ndarray], timings: Dict[str, float], alg: str, env_name: str) -> str:
@@ -238,8 +271,9 @@ def load_pretrained(cfg: Dict[str, Any], alg: str, env) -> Optional[Dict[str, An
 
 
 def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg: str, env_name: str,
-                     env, metrics: Dict[str, np.ndarray]) -> List[str]:
-    """Write each seed's final parameters under SAVE_PATH (see purejaxql.checkpoint)."""
+                     env, metrics: Dict[str, np.ndarray], folder: Optional[Path] = None) -> List[str]:
+    """Write each seed's final parameters (see purejaxql.checkpoint) as ``folder/seed<SEED>_<i>.safetensors``,
+    or, without ``folder``, under SAVE_PATH as ``SAVE_PATH/<env>/<module>/seed<SEED>_<i>.safetensors``."""
     import jax
     from purejaxql.checkpoint import checkpoint_path, save_checkpoint
     from purejaxql.config import DERIVED_KEYS
@@ -258,7 +292,8 @@ def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg
                 "final_test_return": float(metrics["test_returned_episode_returns"][i, -1]),
                 "final_eval_key": [int(x) for x in keys[i].ravel()],
                 "config": {k: v for k, v in train_cfg.items() if k not in DERIVED_KEYS}}
-        path = checkpoint_path(cfg["SAVE_PATH"], env_name, alg, seed, i)
+        path = Path(folder) / f"seed{seed}_{i}.safetensors" if folder is not None else \
+            checkpoint_path(cfg["SAVE_PATH"], env_name, alg, seed, i)
         saved.append(str(save_checkpoint(path, jax.tree.map(lambda x: x[i], params), info)))
     return saved
 
@@ -303,64 +338,272 @@ def evaluate_checkpoint(path: str, cfg: Dict[str, Any], alg: str) -> Dict[str, f
     return out
 
 
-def main_from_cfg(make_train: Callable, alg: str, cfg: Dict[str, Any]) -> Dict[str, np.ndarray]:
-    """Run one training job from a flat config (alg keys + run keys)."""
+def _with_pretrained(make_train: Callable, alg: str, cfg: Dict[str, Any], env) -> Callable:
     import functools
+    pretrained = load_pretrained(cfg, alg, env)
+    return make_train if pretrained is None else functools.partial(make_train, pretrained_agents=pretrained)
 
-    if cfg.get("EVAL_ONLY"):
-        return evaluate_checkpoint(str(cfg["EVAL_ONLY"]), cfg, alg)
+
+def _resume_point(folder: Path):
+    """A run folder to resume -> (its config, its newest state checkpoint, that checkpoint's header)."""
+    from purejaxql.run_folder import latest_state, read_config, state_header
+    if not folder.is_dir():
+        raise ConfigError(f"RESUME={folder}: no such folder")
+    saved = read_config(folder)
+    path = latest_state(folder)
+    if path is None:
+        raise ConfigError(f"RESUME={folder}: the folder holds no training-state checkpoint "
+                          "(checkpoints/state_u*.safetensors, saved every CHECKPOINT_INTERVAL)")
+    return saved, path, state_header(path)
+
+
+def _resume_config(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: Dict[str, Any],
+                   overrides: List[str]):
+    """RESUME=<run folder>: the run's saved config, with the result-neutral run keys of this command line
+    (PROGRESS, WATCHDOG_TIMEOUT, WANDB_*, CHECKPOINT_*, ...). Keys the command line sets that would change
+    results are refused by name. -> (run keys, alg keys, state checkpoint to load)."""
+    from purejaxql.config import DERIVED_KEYS
+    from purejaxql.run_folder import RESULT_NEUTRAL_KEYS, config_differences
+
+    folder = Path(str(top["RESUME"]))
+    saved, path, header = _resume_point(folder)
+    if header.get("module") != alg:
+        raise ConfigError(f"RESUME={folder}: that run was trained by {header.get('module')}; resume it with "
+                          f"python -m purejaxql.{header.get('module')} RESUME={folder}")
+    keys: List[str] = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == "alg":  # a whole alg config: every key counts
+            keys += [f"alg.{k}" for k in sorted(set(saved["alg"]) | set(alg_cfg))]
+        elif key != "RESUME" and not key.startswith("hydra"):
+            keys.append(key)
+    now: Dict[str, Any] = dict(top)
+    if any(k.startswith("alg.") for k in keys):  # compare resolved values (defaults filled in)
+        env = make_env(alg_cfg)
+        resolved = _with_pretrained(make_train, alg, alg_cfg, env)(alg_cfg, env).config
+        now["alg"] = {k: v for k, v in resolved.items() if k not in DERIVED_KEYS}
+    diffs = config_differences(saved, now, keys)
+    if diffs:
+        raise ConfigError(f"RESUME={folder}: the command line changes what the run computes: " + "; ".join(diffs)
+                          + ". Resume with the run's own config (leave these out) or start a new run.")
+    run_keys = {k: v for k, v in saved.items() if k != "alg"}
+    run_keys.update({k: v for k, v in top.items() if k in RESULT_NEUTRAL_KEYS})
+    return run_keys, dict(saved["alg"]), path
+
+
+def checkpoint_every(value: Any, num_updates: int) -> int:
+    """CHECKPOINT_INTERVAL -> updates between state checkpoints: a fraction (< 1) of training or a number
+    of updates (>= 1); 0 = none."""
+    v = float(value or 0)
+    return 0 if v == 0 else max(1, round(v * num_updates)) if v < 1 else int(v)
+
+
+def run_summary(history: Dict[str, np.ndarray], timings: Dict[str, float], alg: str, env_name: str,
+                run_keys: Dict[str, Any], train_cfg: Dict[str, Any], status: str,
+                resumed_from: Optional[str]) -> Dict[str, Any]:
+    """What summary.json holds."""
+    import jax
+    from purejaxql.run_folder import versions
+
+    ret, std = history["test_returned_episode_returns"][:, -1], history["test_returned_episode_returns_std"][:, -1]
+    won = history.get("test_returned_won_episode")
+    seeds = []
+    for i in range(len(ret)):
+        row = {"seed_index": i, "greedy_return": ret[i], "greedy_return_std_over_episodes": std[i],
+               "training_return": history["returned_episode_returns"][i, -1]}
+        if won is not None:
+            row["win_rate"] = won[i, -1]
+        seeds.append(row)
+    out = {"status": status, "module": alg, "env": env_name, "seed": run_keys.get("SEED", 0),
+           "num_seeds": len(ret), "updates_done": int(history["update_steps"][0, -1]),
+           "num_updates": train_cfg["NUM_UPDATES"], "env_steps": int(history["env_step"][0, -1]),
+           "final_greedy_return": {"mean": np.nanmean(ret), "std": np.nanstd(ret)}}
+    if won is not None:
+        out["final_win_rate"] = {"mean": np.nanmean(won[:, -1]), "std": np.nanstd(won[:, -1])}
+    out.update({"seeds": seeds, "wall_time_s": timings["compile_s"] + timings["run_s"],
+                "compile_time_s": timings["compile_s"], "train_time_s": timings["run_s"],
+                "env_steps_per_s": timings["steps_per_s"], "resumed_from": resumed_from,
+                "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+                "versions": versions()})
+    return out
+
+
+def main_from_cfg(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: Dict[str, Any],
+                  run_dir: Path, overrides: Optional[List[str]] = None) -> Dict[str, np.ndarray]:
+    """Run one training job: run keys ``top`` (config/config.yaml), algorithm keys ``alg_cfg``, the run
+    folder ``run_dir``; ``overrides`` are the command line's (compared against the run when resuming)."""
+    from purejaxql.config import DERIVED_KEYS, check_run_keys
+    from purejaxql.run_folder import Recorder, TrainingStopped, write_config, write_json
+
+    if top.get("EVAL_ONLY"):
+        return evaluate_checkpoint(str(top["EVAL_ONLY"]), {**top, **alg_cfg}, alg)
+    check_run_keys(top)
+    state_path = None
+    if top.get("RESUME"):
+        top, alg_cfg, state_path = _resume_config(make_train, alg, top, alg_cfg, list(overrides or []))
+        run_dir = Path(str(top["RESUME"]))
+    cfg = {**top, **alg_cfg}
     env = make_env(cfg)
     env_name = cfg["ENV_NAME"] + (f"_{cfg['MAP_NAME']}" if "SMAX" in cfg["ENV_NAME"] else "")
-    alg_cfg = {k: v for k, v in cfg.items() if k != "alg"}
-    pretrained = load_pretrained(cfg, alg, env)
-    if pretrained is not None:
-        make_train = functools.partial(make_train, pretrained_agents=pretrained)
-    log, wb = _wandb_logger(cfg, alg, env_name)
-    print(f"purejaxql: {alg} on {env_name}, {cfg.get('NUM_SEEDS', 1)} seed(s); compiling...", flush=True)
-    runner, metrics, timings, train_cfg = run_training(
-        make_train, alg_cfg, env, int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1)),
-        progress=bool(cfg.get("PROGRESS", True)), watchdog_timeout=float(cfg.get("WATCHDOG_TIMEOUT", 600)),
-        on_metrics=log)
-    print(summarise(metrics, timings, alg, env_name), flush=True)
+    make_train = _with_pretrained(make_train, alg, cfg, env)
+    run_keys = {k: v for k, v in top.items() if k not in ("RESUME", "EVAL_ONLY")}
+    state: Dict[str, Any] = {}
+
+    def on_built(train_cfg):  # the config is valid: the run folder starts here
+        saved_alg = {k: v for k, v in train_cfg.items() if k not in DERIVED_KEYS}
+        if state_path is None:
+            write_config(run_dir, run_keys, saved_alg)
+        header = {"module": alg, "env": env_name, "config": {**run_keys, "alg": saved_alg}}
+        state["recorder"] = Recorder(
+            run_dir, train_cfg["NUM_UPDATES"], checkpoint_every(top.get("CHECKPOINT_INTERVAL"),
+                                                                train_cfg["NUM_UPDATES"]),
+            int(top.get("CHECKPOINT_KEEP", 2)), bool(top.get("NAN_CHECK", True)), header, f"{alg} on {env_name}")
+        state["log"], state["wandb"] = _wandb_logger(cfg, alg, env_name)
+        verb = f"resuming {run_dir} from {state_path.name}" if state_path else "compiling"
+        print(f"purejaxql: {alg} on {env_name}, {cfg.get('NUM_SEEDS', 1)} seed(s); {verb}...", flush=True)
+
+    def on_chunk(runner, metrics, finite, updates_done):
+        state["recorder"].chunk(runner, metrics, finite, updates_done)
+        if state["log"] is not None:
+            state["log"](metrics)
+
+    def resume_from(template):
+        return state["recorder"].resume(state_path, template)
+
+    t0 = time.time()
+    try:
+        runner, _, timings, train_cfg = run_training(
+            make_train, alg_cfg, env, int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1)),
+            progress=bool(cfg.get("PROGRESS", True)), watchdog_timeout=float(cfg.get("WATCHDOG_TIMEOUT", 600)),
+            on_chunk=on_chunk, resume_from=resume_from if state_path else None, on_built=on_built)
+    except TrainingStopped as e:
+        rec = state["recorder"]
+        rec.plots()
+        elapsed = {"compile_s": float("nan"), "run_s": time.time() - t0, "steps_per_s": float("nan")}
+        write_json(run_dir / "summary.json", run_summary(rec.history(), elapsed, alg, env_name, run_keys,
+                                                         {"NUM_UPDATES": rec.num_updates}, f"stopped: {e}",
+                                                         str(state_path) if state_path else None))
+        raise
+    rec = state["recorder"]
+    history = rec.history()
+    print(summarise(history, timings, alg, env_name), flush=True)
+    saved = save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history, run_dir / "checkpoints")
     if cfg.get("SAVE_PATH"):
-        for path in save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, metrics):
-            print(f"  saved {path}", flush=True)
-    if wb is not None:
-        wb.finish()
-    return metrics
+        saved += save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history)
+    rec.plots()
+    write_json(run_dir / "summary.json", run_summary(history, timings, alg, env_name, run_keys, train_cfg,
+                                                     "finished", str(state_path) if state_path else None))
+    for path in saved:
+        print(f"  saved {path}", flush=True)
+    print(f"  run folder: {run_dir} (config.yaml, metrics.csv, summary.json, training_plots.png, checkpoints/)",
+          flush=True)
+    if state["wandb"] is not None:
+        state["wandb"].finish()
+    return history
+
+
+def _precheck_keys(argv: List[str], alg: str):
+    """Catch an unknown key on the command line before hydra starts (and creates a run folder)."""
+    import difflib
+    from purejaxql.config import KEY_OWNERS, PQN_DEFAULTS, Q_LEARNING_DEFAULTS, QMIX_DEFAULTS, RUN_KEYS
+
+    alg_keys = set(Q_LEARNING_DEFAULTS) | set(PQN_DEFAULTS) | set(QMIX_DEFAULTS) | set(KEY_OWNERS) | RUN_KEYS
+    for arg in argv:
+        m = re.match(r"^[+~]*(alg\.)?([A-Za-z_][A-Za-z0-9_]*)(?:\.\S*)?=", arg)
+        if not m or arg.startswith(("hydra", "+hydra")):
+            continue
+        key, in_alg = m.group(2), bool(m.group(1))
+        if not in_alg and key in ("alg", "hydra"):
+            continue
+        if not in_alg and key not in RUN_KEYS and key in alg_keys:
+            raise ConfigError(f"{key} is an algorithm key: set it as alg.{key}=...")
+        known = alg_keys if in_alg else RUN_KEYS
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {key!r} for {alg}{hint}" if in_alg else
+                              f"unknown run key {key!r}{hint} (algorithm keys are set as alg.KEY=...)")
+
+
+def _remove_unused_run_dir(run_dir: Path):
+    """A user error before the run wrote anything: remove the folder hydra made for it (only hydra's own
+    files inside) and the empty folders above it inside the working directory."""
+    import shutil
+    try:
+        cwd = Path.cwd().resolve()
+        if run_dir.resolve() == cwd or run_dir.resolve() in cwd.parents:
+            return  # never the working directory or a folder around it
+        if any(p.name != ".hydra" and not p.name.endswith(".log") for p in run_dir.iterdir()):
+            return
+        shutil.rmtree(run_dir)
+        parent = run_dir.resolve().parent
+        while parent != cwd and cwd in parent.parents:
+            parent.rmdir()  # OSError when not empty: stop there
+            parent = parent.parent
+    except OSError:
+        pass
 
 
 def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
-    """Entry point of ``python -m purejaxql.<alg>``: hydra overrides from the command line."""
+    """Entry point of ``python -m purejaxql.<alg>``: hydra overrides from the command line. User errors
+    print one message and exit 2; a run stopped by NAN_CHECK exits 4; real bugs show their traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # a bug in purejaxql shows its whole traceback
+    user_overrides = [a for a in argv if not a.startswith("-")]
     names = available_algs()
+
+    def fail(message: str, code: int = 2):
+        print(f"purejaxql: error: {message}", file=sys.stderr)
+        sys.exit(code)
+
     chosen = [a for a in argv if a.startswith(("+alg=", "alg="))]
     if not chosen:
         default = f"{alg.split('_')[0]}_mpe" + ("_tag_pretrained" if alg.endswith("_pretrained") else "")
-        print(f"purejaxql: no +alg given, using +alg={default} (available: {', '.join(names)})", flush=True)
+        if not any(a.startswith("RESUME=") for a in argv):
+            print(f"purejaxql: no +alg given, using +alg={default} (available: {', '.join(names)})", flush=True)
         argv.append(f"+alg={default}")
     else:
         name = chosen[0].split("=", 1)[1]
         if name not in names:
-            print(f"purejaxql: error: unknown +alg={name}; available: {', '.join(names)}", file=sys.stderr)
-            sys.exit(2)
+            fail(f"unknown +alg={name}; available: {', '.join(names)}")
         if name.split("_")[0] != alg.split("_")[0]:
             print(f"purejaxql: warning: running {alg} with the {name} config", file=sys.stderr)
+    try:
+        _precheck_keys(argv, alg)
+    except ConfigError as e:
+        fail(str(e))
+    resume = [a.split("=", 1)[1] for a in argv if a.startswith("RESUME=")]
+    if resume and resume[-1] not in ("", "null"):
+        if "-m" in argv or "--multirun" in argv:
+            fail("RESUME resumes one run; it does not combine with --multirun")
+        try:  # before hydra touches the folder
+            _resume_point(Path(resume[-1]))
+        except ConfigError as e:
+            fail(str(e))
+        # the run continues in its own folder; hydra adds nothing to it (no .hydra/, no log file)
+        argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null", "hydra/job_logging=none",
+                 "hydra/hydra_logging=none"]
     import hydra
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
+    from purejaxql.run_folder import TrainingStopped
 
     @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_PACKAGE, config_name="config")
     def _main(cfg):
         flat = OmegaConf.to_container(cfg, resolve=True)
         top, alg_cfg = {k: v for k, v in flat.items() if k != "alg"}, flat.get("alg", {})
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             clash = sorted(set(top) & set(alg_cfg))
             if clash:
                 raise ConfigError(f"{clash[0]} is an algorithm key: set it as alg.{clash[0]}=...")
-            main_from_cfg(make_train, alg, {**top, **alg_cfg})
+            main_from_cfg(make_train, alg, top, alg_cfg, run_dir, user_overrides)
         except ConfigError as e:
-            print(f"purejaxql: error: {e}", file=sys.stderr)
-            sys.exit(2)
+            if not top.get("RESUME"):
+                _remove_unused_run_dir(run_dir)
+            fail(str(e))
+        except TrainingStopped as e:
+            fail(f"training stopped: {e}", code=4)
 
     sys.argv = [sys.argv[0]] + argv
     _main()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_cases import cli_cases
 
 TINY = ["alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=64", "alg.BUFFER_SIZE=16",
         "alg.BUFFER_BATCH_SIZE=2", "alg.AGENT_HIDDEN_DIM=8", "alg.LEARNING_STARTS=0",
@@ -64,22 +65,69 @@ def test_ns_module_reports_each_agent_on_a_competitive_game(tmp_path):
         assert re.search(rf"  {who}: greedy return -?\d", r.stdout), (who, r.stdout)
 
 
-@pytest.mark.parametrize("args,message", [
+def resume_folders(folder):
+    """Folders a RESUME can point at that hold no usable run."""
+    (folder / "empty").mkdir(parents=True)
+    for name in ("nockpt", "corrupt"):
+        (folder / name).mkdir()
+        (folder / name / "config.yaml").write_text("SEED: 0\nalg:\n  ENV_NAME: MPE_simple_spread_v3\n")
+    (folder / "corrupt" / "checkpoints").mkdir()
+    (folder / "corrupt" / "checkpoints" / "state_u000000004.safetensors").write_bytes(b"\0" * 64)
+
+
+BAD_INPUT = [
     (["+alg=qmix_nope"], "unknown +alg=qmix_nope; available: iql_mpe"),
     (["+alg=qmix_mpe", "+alg.LR_DECAY=1"], "unknown config key 'LR_DECAY'"),
-    (["+alg=qmix_mpe", "alg.LR=-1"], "LR must be > 0"),
-    (["+alg=qmix_mpe", "alg.ENV_NAME=MPE_simple_sprad_v3"], "close matches: ['MPE_simple_spread_v3'"),
+    (["+alg=qmix_mpe", "alg.LR_DECY=1"], "unknown config key 'LR_DECY'"),
+    (["+alg=qmix_mpe", "+FOO=1"], "unknown run key 'FOO'"),
     (["+alg=qmix_mpe", "+LR=0.1"], "LR is an algorithm key: set it as alg.LR"),
-    (["+alg=qmix_mpe", "NUM_SEEDS=0"], "NUM_SEEDS must be >= 1"),
+    (["+alg=qmix_mpe", "alg.ENV_NAME=MPE_simple_sprad_v3"], "close matches: ['MPE_simple_spread_v3'"),
+    (["+alg=qmix_smax", "alg.MAP_NAME=99z"], "unknown SMAX MAP_NAME '99z'"),
     (["+alg=qmix_mpe", "alg.ENV_NAME=MPE_simple_facmac_v1"], "has a continuous action space"),
+    (["+alg=qmix_mpe", "alg.NUM_ENVS=0"], "NUM_ENVS must be > 0, got 0"),
+    (["+alg=qmix_mpe", "alg.BUFFER_SIZE=32", "alg.BUFFER_BATCH_SIZE=64"],
+     "BUFFER_BATCH_SIZE (64) must not exceed BUFFER_SIZE (32)"),
+    (["+alg=qmix_mpe", "alg.TOTAL_TIMESTEPS=100"], "is smaller than one rollout"),
+    (["+alg=qmix_mpe", "alg.LR=-1"], "LR must be > 0"),
+    (["+alg=qmix_mpe", "alg.LR=abc"], "LR must be a number, got 'abc'"),
+    (["+alg=qmix_mpe", "alg.GAMMA=1.5"], "GAMMA must be in (0, 1]"),
+    (["+alg=qmix_mpe", "alg.EPSILON_START=2"], "EPSILON_START must be in [0, 1]"),
+    (["+alg=qmix_mpe", "NUM_SEEDS=0"], "NUM_SEEDS must be >= 1"),
+    (["+alg=qmix_mpe", "CHECKPOINT_KEEP=0"], "CHECKPOINT_KEEP must be >= 1"),
+    (["+alg=qmix_mpe", "NAN_CHECK=maybe"], "NAN_CHECK must be True or False"),
+    (["RESUME=missing"], "RESUME=missing: no such folder"),
+    (["RESUME=empty"], "RESUME=empty: no run there"),
+    (["RESUME=nockpt"], "RESUME=nockpt: the folder holds no training-state checkpoint"),
+    (["RESUME=corrupt"], "is corrupt or not a purejaxql training state"),
     (["+alg=pqn_mpe", "alg.NUM_MINIBATCHES=7"], "NUM_MINIBATCHES (7) must divide NUM_ENVS * NUM_STEPS"),
     (["+alg=pqn_mpe", "+alg.BUFFER_SIZE=10"], "'BUFFER_SIZE' is not used by pqn (it belongs to iql/vdn/qmix)"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    cases = [("pqn_ps" if args[0] == "+alg=pqn_mpe" else "qmix_ps", args) for args, _ in BAD_INPUT]
+    return cli_cases(cases, tmp_path_factory.mktemp("bad_input"), resume_folders)
+
+
+@pytest.mark.parametrize("i", range(len(BAD_INPUT)), ids=[m[:40] for _, m in BAD_INPUT])
+def test_bad_input_gives_one_clear_message(i, bad_input_results):
+    r, message = bad_input_results[i], BAD_INPUT[i][1]
+    assert r["code"] == 2, r["err"]
+    assert message in r["err"]
+    assert r["err"].count("purejaxql: error:") == 1 and "Traceback" not in r["err"]
+    assert r["after"] == r["before"]  # nothing written, nothing removed
+
+
+@pytest.mark.parametrize("args,message", [
+    (["+alg=qmix_mpe", "alg.LR_DECY=1"], "unknown config key 'LR_DECY' for qmix_ps"),  # before hydra starts
+    (["+alg=qmix_mpe", "alg.GAMMA=0"], "GAMMA must be in (0, 1], got 0.0"),  # inside hydra's main
 ])
-def test_bad_input_gives_one_clear_message(args, message, tmp_path):
-    r = cli("pqn_ps" if args[0] == "+alg=pqn_mpe" else "qmix_ps", *args, cwd=tmp_path)
+def test_bad_input_exits_2_from_a_real_process(args, message, tmp_path):
+    r = cli("qmix_ps", *args, cwd=tmp_path)
     assert r.returncode == 2
-    assert message in r.stderr
-    assert "Traceback" not in r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.iterdir())  # no run folder left behind
 
 
 @pytest.mark.timeout(400)
@@ -102,7 +150,7 @@ def test_save_then_eval_only_reproduces_the_final_greedy_return(tmp_path):
 PREY = "pkg:checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors"
 
 
-@pytest.mark.parametrize("module,args,message", [
+BAD_CHECKPOINT_INPUT = [
     ("vdn_ps_pretrained", ["alg.PRETRAINED_AGENTS.agent_0=missing.safetensors"], "does not exist"),
     ("vdn_ps_pretrained", ["alg.PRETRAINED_AGENTS.agent_0=junk.safetensors"], "is not a safetensors checkpoint"),
     ("vdn_ps_pretrained", ["alg.PRETRAINED_AGENTS.agent_0=spread.safetensors"],
@@ -112,22 +160,35 @@ PREY = "pkg:checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors"
      "every agent is pretrained"),
     ("vdn_ps", [f"+alg.PRETRAINED_AGENTS.agent_0={PREY}"], "only read by the *_pretrained modules"),
     ("vdn_ps", ["EVAL_ONLY=missing.safetensors"], "does not exist"),
-])
-def test_bad_checkpoint_input_gives_one_clear_message(module, args, message, tmp_path):
+]
+
+
+def checkpoint_files(folder):
     import jax
     from purejaxql.checkpoint import save_checkpoint
     from purejaxql.networks import AgentNetwork, SharedAgents
 
-    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
+    folder.mkdir(parents=True)
+    (folder / "junk.safetensors").write_bytes(b"not a checkpoint at all")
     spread = SharedAgents(AgentNetwork(action_dim=5, hidden_dim=8), 3, 21).init(jax.random.PRNGKey(0))
-    save_checkpoint(tmp_path / "spread.safetensors", {"agent": spread, "mixer": {}},
+    save_checkpoint(folder / "spread.safetensors", {"agent": spread, "mixer": {}},
                     {"module": "vdn_ps", "variant": "ps", "agents": ["agent_0", "agent_1", "agent_2"]})
-    alg = ["+alg=vdn_mpe_tag_pretrained"] if module.endswith("pretrained") else ["+alg=vdn_mpe"]
-    r = cli(module, *alg, *TINY, *args, cwd=tmp_path)
-    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    assert message in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
-    assert not (tmp_path / "models").exists()  # nothing trained, nothing written
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoint_results(tmp_path_factory):
+    cases = [(module, ["+alg=vdn_mpe_tag_pretrained" if module.endswith("pretrained") else "+alg=vdn_mpe",
+                       *TINY, *args]) for module, args, _ in BAD_CHECKPOINT_INPUT]
+    return cli_cases(cases, tmp_path_factory.mktemp("bad_checkpoint"), checkpoint_files)
+
+
+@pytest.mark.parametrize("i", range(len(BAD_CHECKPOINT_INPUT)), ids=[m[:40] for *_, m in BAD_CHECKPOINT_INPUT])
+def test_bad_checkpoint_input_gives_one_clear_message(i, bad_checkpoint_results):
+    r, message = bad_checkpoint_results[i], BAD_CHECKPOINT_INPUT[i][2]
+    assert r["code"] == 2, r["err"]
+    assert message in r["err"]
+    assert "Traceback" not in r["err"]
+    assert r["after"] == r["before"]  # nothing trained, nothing written
 
 
 @pytest.mark.timeout(400)

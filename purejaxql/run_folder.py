@@ -1,0 +1,369 @@
+"""The run folder: what a CLI run leaves behind, and the full training state it resumes from.
+
+    <run folder>/                 hydra's output dir (outputs/<date>/<time>/ unless hydra.run.dir=...)
+      config.yaml                 resolved config: run keys + the ``alg`` block; RESUME compares against it
+      metrics.csv                 one row per update and seed: seed_index, update, then every metric
+      summary.json                final greedy return per seed, win rate, timings, steps/s, versions, status
+      training_plots.png          training / greedy return, win rate, loss, mean Q, ε (purejaxql.plots)
+      checkpoints/
+        state_u<U>.safetensors    full training state after U updates (the last CHECKPOINT_KEEP kept)
+        seed<SEED>_<i>.safetensors  each seed's final parameters (purejaxql.checkpoint format) + .yaml
+
+Every file is written under a temporary name and renamed into place, so a run killed at any moment
+leaves either the previous version of a file or the new one, never half of one.
+
+A state checkpoint holds every leaf of the runner state (parameters, target parameters, optimiser state,
+replay buffer, environment states, RNN hidden states, RNG keys, counters) under its pytree path, the
+metrics of the updates done so far under ``metrics/<name>``, and a JSON header (config, updates done).
+Loading checks each leaf's shape and dtype against the state the program expects.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from purejaxql.config import ConfigError
+
+__all__ = ["atomic_write", "save_state", "load_state", "state_header", "latest_state", "state_files",
+           "MetricsCSV", "read_metrics_csv", "write_config", "read_config", "config_differences", "versions",
+           "first_non_finite", "Recorder", "TrainingStopped", "RESULT_NEUTRAL_KEYS"]
+
+STATE_FORMAT = "purejaxql-train-state/1"
+HEADER_KEY = "purejaxql_state"
+PLOT_EVERY_S = 60.0  # training_plots.png is refreshed with a state checkpoint at most this often
+STATE_RE = re.compile(r"^state_u(\d+)\.safetensors$")
+
+# Run keys that do not change what a run computes: a resumed run may change them.
+RESULT_NEUTRAL_KEYS = {"PROGRESS", "WATCHDOG_TIMEOUT", "WANDB_MODE", "ENTITY", "PROJECT", "WANDB_LOG_ALL_SEEDS",
+                       "SAVE_PATH", "CHECKPOINT_INTERVAL", "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME", "DEBUG"}
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp_name)`` then flush to disk and rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    return atomic_write(path, write)
+
+
+# ----------------------------------------------------------------------------------------------- state
+
+
+def _leaves(tree) -> List[Tuple[str, Any]]:
+    import jax
+    return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def state_files(folder: Path) -> List[Path]:
+    """State checkpoints of a run folder, oldest first (temporary files are not checkpoints)."""
+    ck = Path(folder) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in ck.glob("state_u*.safetensors") if (m := STATE_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_state(folder: Path) -> Optional[Path]:
+    files = state_files(folder)
+    return files[-1] if files else None
+
+
+def save_state(folder: Path, runner, history: Dict[str, np.ndarray], updates_done: int, info: Dict[str, Any],
+               keep: int) -> Path:
+    """Write the full runner state after ``updates_done`` updates (+ the metrics so far) atomically, then
+    delete all but the newest ``keep`` state checkpoints."""
+    import jax
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for name, x in _leaves(runner):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys are stored as their data
+            x = jax.random.key_data(x)
+        tensors["state" + name] = np.ascontiguousarray(np.asarray(x))
+    for k, v in history.items():
+        tensors["metrics/" + k] = np.ascontiguousarray(v)
+    header = {"format": STATE_FORMAT, "updates_done": int(updates_done), **info}
+    path = Path(folder) / "checkpoints" / f"state_u{updates_done:09d}.safetensors"
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)}))
+    for old in state_files(folder)[:-keep]:
+        old.unlink()
+    return path
+
+
+def state_header(path: Path) -> Dict[str, Any]:
+    """The JSON header of a state checkpoint (reads no tensors)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = json.loads((f.metadata() or {})[HEADER_KEY])
+        assert header.get("format") == STATE_FORMAT, f"format {header.get('format')!r}"
+        return header
+    except Exception as e:
+        raise ConfigError(f"state checkpoint {str(path)!r} is corrupt or not a purejaxql training state "
+                          f"({type(e).__name__}: {e}); delete it to resume from the one before") from None
+
+
+def load_state(path: Path, template) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Any]]:
+    """-> (runner state shaped like ``template``, metrics so far, header). A file that is not a complete
+    state checkpoint of this program raises :class:`ConfigError` naming the file and the problem."""
+    import jax
+    import jax.numpy as jnp
+    from safetensors import safe_open
+
+    header = state_header(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            stored = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise ConfigError(f"state checkpoint {str(path)!r} is corrupt or not a purejaxql training state "
+                          f"({type(e).__name__}: {e}); delete it to resume from the one before") from None
+    leaves = []
+    for name, want in _leaves(template):
+        x = stored.get("state" + name)
+        is_key = jax.dtypes.issubdtype(want.dtype, jax.dtypes.prng_key)
+        shape, dtype = (jax.eval_shape(jax.random.key_data, want).shape, np.uint32) if is_key else \
+            (want.shape, want.dtype)
+        if x is None or x.shape != tuple(shape) or x.dtype != dtype:
+            got = "missing" if x is None else f"{x.dtype}{list(x.shape)}"
+            raise ConfigError(f"state checkpoint {str(path)!r} does not fit this run: {name} is {got}, the "
+                              f"program expects {np.dtype(dtype)}{list(shape)}")
+        leaves.append(jax.random.wrap_key_data(jnp.asarray(x)) if is_key else jnp.asarray(x))
+    treedef = jax.tree_util.tree_structure(template)
+    history = {k[len("metrics/"):]: v for k, v in stored.items() if k.startswith("metrics/")}
+    return jax.tree_util.tree_unflatten(treedef, leaves), history, header
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def _cell(x) -> str:
+    if isinstance(x, (np.integer, int, np.bool_, bool)):
+        return str(int(x))
+    return repr(float(x))  # shortest text that reads back to the same value
+
+
+class MetricsCSV:
+    """metrics.csv, appended chunk by chunk (one row per update and seed, updates in order)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.names: List[str] = []
+
+    def rewrite(self, history: Dict[str, np.ndarray]):
+        """Start the file afresh with the rows of ``history`` ({name: (S, U)}) (a new or resumed run);
+        its metric names, sorted, are the columns from then on."""
+        self.names = sorted(history)
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(["seed_index", "update", *self.names])
+        _write_text(self.path, buf.getvalue() + self._rows(history, 0))
+
+    def append(self, chunk: Dict[str, np.ndarray], first_update: int):
+        if set(chunk) != set(self.names):
+            raise ValueError(f"metrics {sorted(chunk)} do not match the columns of {self.path}: {self.names}")
+        with open(self.path, "a") as f:
+            f.write(self._rows(chunk, first_update))
+            f.flush()
+
+    def _rows(self, metrics: Dict[str, np.ndarray], first_update: int) -> str:
+        names = self.names
+        if not names:
+            return ""
+        cols = [np.asarray(metrics[k]) for k in names]
+        S, U = cols[0].shape
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        for u in range(U):
+            for s in range(S):
+                w.writerow([s, first_update + u, *(_cell(c[s, u]) for c in cols)])
+        return buf.getvalue()
+
+
+def read_metrics_csv(path: Path) -> Dict[str, np.ndarray]:
+    """metrics.csv -> {name: (S, U) float64 array} (for notebooks and tests)."""
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    head, body = rows[0], np.array(rows[1:], dtype=np.float64)
+    S = int(body[:, 0].max()) + 1
+    return {k: body[:, j].reshape(-1, S).T for j, k in enumerate(head) if j >= 2}
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def write_config(folder: Path, run_keys: Dict[str, Any], alg_keys: Dict[str, Any]) -> Path:
+    import yaml
+    text = yaml.safe_dump({**run_keys, "alg": alg_keys}, sort_keys=False)
+    return _write_text(Path(folder) / "config.yaml", text)
+
+
+def read_config(folder: Path) -> Dict[str, Any]:
+    import yaml
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"RESUME={folder}: no run there ({path} does not exist)")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+        assert isinstance(cfg, dict) and isinstance(cfg.get("alg"), dict)
+    except Exception:
+        raise ConfigError(f"RESUME={folder}: {path} is not a run's config") from None
+    return cfg
+
+
+def config_differences(saved: Dict[str, Any], now: Dict[str, Any], keys: Sequence[str]) -> List[str]:
+    """Dotted ``keys`` (``alg.LR``, ``NUM_SEEDS``) whose values differ between two nested configs and that
+    change results, as ``"alg.LR: 0.005 in the run, 0.1 now"``."""
+    out = []
+    for key in keys:
+        if key.split(".")[-1] in RESULT_NEUTRAL_KEYS:
+            continue
+        a, b = _get(saved, key), _get(now, key)
+        if not _same(a, b):
+            out.append(f"{key}: {a!r} in the run, {b!r} now")
+    return out
+
+
+_MISSING = "<not set>"
+
+
+def _get(cfg, dotted):
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(float(a) == float(b))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("purejaxql", "jax", "jaxlib", "flax", "optax", "flashbax", "jaxmarl"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _strict(x):
+    """JSON-safe: NaN / inf become null."""
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_json(path: Path, data: Dict[str, Any]) -> Path:
+    return _write_text(Path(path), json.dumps(_strict(data), indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------- faults, recording
+
+
+class TrainingStopped(Exception):
+    """The run stopped itself (non-finite values); the message says where and what was kept."""
+
+
+def first_non_finite(metrics: Dict[str, np.ndarray], params_finite: np.ndarray, first_update: int
+                     ) -> Optional[str]:
+    """The first sign of divergence in a chunk of updates, or None. ``loss`` and ``qvals`` count from the
+    first update with a gradient step (before it they are NaN by design); ``params_finite`` (S,) says
+    whether each seed's parameters are finite after the chunk."""
+    learning = np.asarray(metrics["grad_steps"]) > 0
+    for name in ("loss", "qvals"):
+        bad = learning & ~np.isfinite(np.asarray(metrics[name], np.float64))
+        if bad.any():
+            s, u = np.argwhere(bad.T)[0][::-1]
+            return f"non-finite {name} ({metrics[name][s, u]}) at update {first_update + u} (seed_index {s})"
+    if not np.all(params_finite):
+        s = int(np.argmin(params_finite))
+        last = first_update + metrics["grad_steps"].shape[1] - 1
+        return f"non-finite parameters after update {last} (seed_index {s})"
+    return None
+
+
+class Recorder:
+    """Writes a run's folder while it trains: metrics.csv after each chunk, the NaN check, a state
+    checkpoint every ``checkpoint_every`` updates (with fresh plots at most every PLOT_EVERY_S)."""
+
+    def __init__(self, folder: Path, num_updates: int, checkpoint_every: int, keep: int, nan_check: bool,
+                 header: Dict[str, Any], title: str):
+        self.folder, self.num_updates, self.every, self.keep = Path(folder), num_updates, checkpoint_every, keep
+        self.nan_check, self.header, self.title = nan_check, header, title
+        self.csv = MetricsCSV(self.folder / "metrics.csv")
+        self.chunks: List[Dict[str, np.ndarray]] = []
+        self.last_checkpoint: Optional[Path] = None
+        self.last_saved_update = 0
+        self.started = False
+        self.last_plot = time.time()
+
+    def history(self) -> Dict[str, np.ndarray]:
+        if not self.chunks:
+            return {}
+        return {k: np.concatenate([c[k] for c in self.chunks], axis=1) for k in self.chunks[0]}
+
+    def resume(self, path: Path, template) -> Tuple[Any, int]:
+        """Load the state checkpoint ``path`` (shaped like ``template``); rewrite metrics.csv from it."""
+        runner, history, header = load_state(path, template)
+        done = int(header["updates_done"])
+        self.chunks = [history] if history else []
+        self.csv.rewrite(history)
+        self.started, self.last_checkpoint, self.last_saved_update = bool(history), Path(path), done
+        return runner, done
+
+    def chunk(self, runner, metrics: Dict[str, np.ndarray], params_finite: np.ndarray, updates_done: int):
+        first = updates_done - metrics["env_step"].shape[1]
+        self.chunks.append(metrics)
+        if self.started:
+            self.csv.append(metrics, first)
+        else:
+            self.csv.rewrite(metrics)
+            self.started = True
+        problem = first_non_finite(metrics, params_finite, first) if self.nan_check else None
+        if problem:
+            kept = f"; last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint else \
+                "; no state checkpoint was saved before it"
+            raise TrainingStopped(f"{problem}{kept}. NAN_CHECK=False runs on regardless.")
+        if self.every and updates_done - self.last_saved_update >= self.every and updates_done < self.num_updates:
+            self.last_checkpoint = save_state(self.folder, runner, self.history(), updates_done, self.header,
+                                              self.keep)
+            self.last_saved_update = updates_done
+            if time.time() - self.last_plot > PLOT_EVERY_S:
+                self.plots()
+
+    def plots(self):
+        from purejaxql.plots import save_training_plots
+        self.last_plot = time.time()
+        if self.chunks:
+            save_training_plots(self.history(), self.folder / "training_plots.png", self.title)
