@@ -93,7 +93,7 @@ KEY_OWNERS: Dict[str, str] = {
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
             "WATCHDOG_TIMEOUT", "SAVE_PATH", "EVAL_ONLY", "PRETRAINED_AGENTS", "CHECKPOINT_INTERVAL",
-            "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME"}
+            "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME", "HYP_TUNE", "TUNE_NUM_SEEDS", "TUNE", "DISTRIBUTED"}
 # Keys resolve_config adds (not settable; left out of saved configs).
 DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID",
@@ -102,10 +102,10 @@ BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TER
 
 def check_run_keys(top: Mapping[str, Any]) -> None:
     """Run-level keys (config/config.yaml): types and ranges, naming the culprit."""
-    for key in ("PROGRESS", "NAN_CHECK", "WANDB_LOG_ALL_SEEDS"):
+    for key in ("PROGRESS", "NAN_CHECK", "WANDB_LOG_ALL_SEEDS", "HYP_TUNE", "DISTRIBUTED"):
         if key in top and not isinstance(top[key], bool):
             raise ConfigError(f"{key} must be True or False, got {top[key]!r}")
-    for key, low in (("SEED", None), ("NUM_SEEDS", 1), ("CHECKPOINT_KEEP", 1)):
+    for key, low in (("SEED", None), ("NUM_SEEDS", 1), ("CHECKPOINT_KEEP", 1), ("TUNE_NUM_SEEDS", 1)):
         if key in top:
             v = top[key]
             if isinstance(v, bool) or not isinstance(v, int):
@@ -121,6 +121,12 @@ def check_run_keys(top: Mapping[str, Any]) -> None:
         raise ConfigError(f"WANDB_MODE must be disabled, offline or online, got {top['WANDB_MODE']!r}")
 
 
+def _is_array(v) -> bool:
+    import sys
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(v, jax.Array)
+
+
 def _number(cfg, key, cast=float):
     try:
         return cast(cfg[key])
@@ -130,7 +136,14 @@ def _number(cfg, key, cast=float):
 
 def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=None,
                    alg_name: str = "algorithm") -> Dict[str, Any]:
-    """Fill defaults, reject unknown keys, check ranges, add derived keys (NUM_UPDATES, ...)."""
+    """Fill defaults, reject unknown keys, check ranges, add derived keys (NUM_UPDATES, ...).
+
+    A value given as a JAX array (a traced hyperparameter: HYP_TUNE vmaps the program over it, see
+    purejaxql.tuning) is kept as it is; its range is checked where its concrete values are known."""
+    traced = {k: v for k, v in config.items() if _is_array(v)}
+    if traced:
+        cfg = resolve_config({k: v for k, v in config.items() if k not in traced}, defaults, env, alg_name)
+        return {**cfg, **traced}
     cfg = dict(config)
     unknown = [k for k in cfg if k not in defaults and k not in RUN_KEYS]
     if unknown:

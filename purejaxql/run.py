@@ -56,9 +56,11 @@ def make_env(cfg: Dict[str, Any]):
 
 
 def chunk_size(num_updates: int, target_chunks: int = 100) -> int:
-    """Largest divisor of num_updates not above num_updates / target_chunks (so one compile serves all)."""
-    limit = max(1, num_updates // target_chunks)
-    return max(d for d in range(1, limit + 1) if num_updates % d == 0)
+    """The divisor of num_updates (so one compile serves every chunk) that makes the number of chunks
+    closest to ``target_chunks`` (ratio-wise), keeping at least 20 chunks where possible."""
+    divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0]
+    allowed = [d for d in divisors if num_updates // d >= min(20, num_updates)]
+    return min(allowed, key=lambda d: (abs(np.log(num_updates / d / target_chunks)), d))
 
 
 class Watchdog:
@@ -132,13 +134,19 @@ class Progress:
 def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, num_seeds: int,
                  progress: bool = True, watchdog_timeout: float = 600.0,
                  on_chunk: Optional[Callable[..., None]] = None,
-                 resume_from: Optional[Callable[[Any], Tuple[Any, int]]] = None, on_built=None):
-    """Train ``num_seeds`` seeds (vmapped; one seed unbatched) in chunks of updates.
+                 resume_from: Optional[Callable[[Any], Tuple[Any, int]]] = None, on_built=None,
+                 hparams: Any = None, shard: bool = True):
+    """Train ``num_seeds`` seeds (vmapped; one run unbatched) in chunks of updates.
 
-    ``on_built(train_config)`` runs once the config is checked (before compiling); ``on_chunk(runner,
-    metrics, params_finite, updates_done)`` after each chunk (metrics (S, chunk) numpy arrays,
-    params_finite (S,)); ``resume_from(state_template) -> (runner, updates_done)`` replaces the initial
-    state. Returns (runner_state, metrics of this process's chunks (S, U), timings, resolved config)."""
+    ``hparams`` ({key: (R,) values}, or a function returning them, called after ``on_built``; HYP_TUNE)
+    gives each of R runs its own traced hyperparameters
+    (purejaxql.tuning.TRACEABLE); run r uses seed r % num_seeds. With several local devices the runs are
+    sharded over them (``shard``). The carried state is ``{"runner": runner state, "hp": hparams}``.
+
+    ``on_built(train_config)`` runs once the config is checked (before compiling); ``on_chunk(state,
+    metrics, params_finite, updates_done)`` after each chunk (metrics (R, chunk) numpy arrays,
+    params_finite (R,)); ``resume_from(state_template) -> (state, updates_done)`` replaces the initial
+    state. Returns (state, metrics of this process's chunks (R, U), timings, resolved config)."""
     import jax
     import jax.numpy as jnp
 
@@ -148,33 +156,59 @@ def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, n
     cfg = train.config
     if on_built is not None:
         on_built(cfg)
-    rngs = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+    hparams = hparams() if callable(hparams) else hparams
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}
+    n_runs = len(next(iter(hp.values()))) if hp else num_seeds
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+    rngs = jnp.tile(keys, (n_runs // num_seeds, 1))
     n_updates, c = cfg["NUM_UPDATES"], chunk_size(cfg["NUM_UPDATES"])
 
-    def params_finite(runner):  # (S,): every parameter of the seed is finite
-        leaves = jax.tree.leaves(runner.train.params)
+    def program(h):  # the training program with traced hyperparameters h in its config
+        return make_train({**config, **h}, env) if h else train
+
+    def init_one(k, h):
+        return {"runner": program(h).init(k), "hp": h}
+
+    def run_one(state, u):
+        runner, metrics = program(state["hp"]).run(state["runner"], u)
+        return {"runner": runner, "hp": state["hp"]}, metrics
+
+    def params_finite(state):  # (R,): every parameter of the run is finite
+        leaves = jax.tree.leaves(state["runner"].train.params)
         return jnp.stack([jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in leaves]).all(0)
 
-    if num_seeds > 1:
-        init = jax.vmap(train.init)
-        run_seeds = jax.vmap(train.run, in_axes=(0, None))
-    else:  # one seed runs unbatched (a vmap axis of size 1 makes XLA:CPU pick slower kernels)
-        def init(k):
-            return jax.tree.map(lambda x: x[None], train.init(k[0]))
+    if n_runs > 1:
+        init, run_all = jax.vmap(init_one), jax.vmap(run_one, in_axes=(0, None))
+    else:  # one run goes unbatched (a vmap axis of size 1 makes XLA:CPU pick slower kernels)
+        def init(k, h):
+            return jax.tree.map(lambda x: x[None], init_one(k[0], jax.tree.map(lambda x: x[0], h)))
 
-        def run_seeds(r, u):
-            return jax.tree.map(lambda x: x[None], train.run(jax.tree.map(lambda x: x[0], r), u))
+        def run_all(state, u):
+            return jax.tree.map(lambda x: x[None], run_one(jax.tree.map(lambda x: x[0], state), u))
 
-    def chunk(runner, update_indices):
-        runner, metrics = run_seeds(runner, update_indices)
-        return runner, metrics, params_finite(runner)
+    def chunk(state, update_indices):
+        state, metrics = run_all(state, update_indices)
+        return state, metrics, params_finite(state)
 
+    multi = jax.process_count() > 1  # DISTRIBUTED over several hosts: arrays span processes
+
+    def fetch(x):  # device arrays -> numpy on this host (all processes gather when there are several)
+        if multi:
+            from jax.experimental import multihost_utils
+            x = multihost_utils.process_allgather(x, tiled=True)
+        return jax.tree.map(np.asarray, x)
+
+    runs, replicated = run_shardings(n_runs if shard else 1)
+    jit_init = jax.jit(init, out_shardings=runs)
+    jit_chunk = jax.jit(chunk, donate_argnums=0, in_shardings=(runs, replicated), out_shardings=runs)
     t0 = time.time()
     if resume_from is None:
-        runner, start = jax.jit(init)(rngs), 0
+        # host (numpy) inputs: the same values on every process, placed by the program's sharding
+        state, start = jit_init(np.asarray(rngs), jax.tree.map(np.asarray, hp)), 0
     else:
-        runner, start = resume_from(jax.eval_shape(init, rngs))
-    compiled = jax.jit(chunk, donate_argnums=0).lower(runner, jnp.arange(c)).compile()
+        state, start = resume_from(jax.eval_shape(init, rngs, hp))
+        state = jax.device_put(state, runs)
+    compiled = jit_chunk.lower(state, jnp.arange(c)).compile()
     compile_s = time.time() - t0
     bar = Progress(n_updates * cfg["NUM_ENVS"] * cfg["NUM_STEPS"], progress, start * cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
     dog = Watchdog(watchdog_timeout)
@@ -183,22 +217,40 @@ def run_training(make_train: Callable, config: Dict[str, Any], env, seed: int, n
     try:
         for begin in range(start, n_updates, c):
             tc = time.time()
-            runner, metrics, finite = compiled(runner, jnp.arange(begin, begin + c))
-            metrics = jax.tree.map(np.asarray, metrics)  # waits for the chunk
+            state, metrics, finite = compiled(state, jnp.arange(begin, begin + c))
+            metrics, finite = fetch((metrics, finite))  # waits for the chunk
             dog.beat(time.time() - tc)
             chunks.append(metrics)
             bar.update(metrics, last=begin + c == n_updates)
             if on_chunk is not None:
-                on_chunk(runner, metrics, np.asarray(finite), begin + c)
+                on_chunk(state, metrics, finite, begin + c)
             if _CHUNK_PAUSE:
                 time.sleep(_CHUNK_PAUSE)
     finally:
         dog.stop()
         bar.close()
     run_s = time.time() - t1
+    if multi:
+        state = fetch(state)
     metrics = {k: np.concatenate([m[k] for m in chunks], axis=1) for k in chunks[0]} if chunks else {}
-    steps = (n_updates - start) * cfg["NUM_ENVS"] * cfg["NUM_STEPS"] * num_seeds
-    return runner, metrics, {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / max(run_s, 1e-9)}, cfg
+    steps = (n_updates - start) * cfg["NUM_ENVS"] * cfg["NUM_STEPS"] * n_runs
+    return state, metrics, {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / max(run_s, 1e-9)}, cfg
+
+
+def run_shardings(n_runs: int):
+    """(sharding of arrays with a leading runs axis, replicated sharding): the runs split evenly over the
+    devices (all hosts' with DISTRIBUTED) when there are several and they divide n_runs, else everything on
+    the default device."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    n = len(devices) if len(devices) > 1 and n_runs % len(devices) == 0 else 1
+    if jax.process_count() > 1 and n == 1:
+        raise ConfigError(f"DISTRIBUTED: {n_runs} run(s) do not split evenly over {len(devices)} devices; "
+                          "make NUM_SEEDS (x the HYP_TUNE configurations) a multiple of the device count")
+    mesh = Mesh(np.array(devices[:n]), ("runs",))
+    return NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
 
 
 # Fault-injection hook for the resume tests: seconds to sleep after each chunk (0 = none).
@@ -271,7 +323,8 @@ def load_pretrained(cfg: Dict[str, Any], alg: str, env) -> Optional[Dict[str, An
 
 
 def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg: str, env_name: str,
-                     env, metrics: Dict[str, np.ndarray], folder: Optional[Path] = None) -> List[str]:
+                     env, metrics: Dict[str, np.ndarray], folder: Optional[Path] = None,
+                     num_seeds: Optional[int] = None) -> List[str]:
     """Write each seed's final parameters (see purejaxql.checkpoint) as ``folder/seed<SEED>_<i>.safetensors``,
     or, without ``folder``, under SAVE_PATH as ``SAVE_PATH/<env>/<module>/seed<SEED>_<i>.safetensors``."""
     import jax
@@ -279,7 +332,7 @@ def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg
     from purejaxql.config import DERIVED_KEYS
     from purejaxql.loop import eval_key
 
-    seed, n_seeds = int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1))
+    seed, n_seeds = int(cfg.get("SEED", 0)), num_seeds or int(cfg.get("NUM_SEEDS", 1))
     params = jax.tree.map(np.asarray, runner.train.params)
     keys = np.asarray(jax.vmap(lambda k: jax.random.key_data(eval_key(k, train_cfg["NUM_UPDATES"] - 1)))(
         runner.test_rng))
@@ -391,6 +444,60 @@ def _resume_config(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg:
     return run_keys, dict(saved["alg"]), path
 
 
+def tune_grid(train_cfg: Dict[str, Any], env, alg: str):
+    """HYP_TUNE: the TUNE block's traceable grid -> (keys, points), each point checked like a config."""
+    from purejaxql.config import resolve_config
+    from purejaxql.tuning import expand, split_structural
+
+    traced, structural = split_structural(train_cfg.get("TUNE") or {})
+    if structural:
+        raise ConfigError(f"TUNE keys {sorted(structural)} change the program's shapes: sweep them with hydra "
+                          "multirun (python -m purejaxql.<module> ... HYP_TUNE=True does it, without -m)")
+    if not train_cfg["TEST_DURING_TRAINING"]:
+        raise ConfigError("HYP_TUNE ranks configurations by their final greedy return: TEST_DURING_TRAINING "
+                          "must be True")
+    # no traceable key left: this structure (one job of the CLI's multirun) is one configuration
+    keys, points = expand(traced) if traced else ([], [{}])
+    for p in points:
+        try:
+            resolve_config({**train_cfg, **p}, train_cfg, env, alg)
+        except ConfigError as e:
+            raise ConfigError(f"TUNE grid point {p}: {e}") from None
+    return keys, points
+
+
+def report_tune(run_dir: Path, tune, history: Dict[str, np.ndarray], num_seeds: int, title: str) -> Dict[str, Any]:
+    """tune.csv, tune_plot.png and the printed ranking; -> the best configuration's row."""
+    from purejaxql.tuning import rank, save_tune_plot, table_text, write_table
+    keys, points = tune
+    won = history.get("test_returned_won_episode")
+    learning = history["grad_steps"] > 0
+    diverged = np.any(learning & ~(np.isfinite(history["loss"]) & np.isfinite(history["qvals"])), axis=1)
+    rows = rank(points, history["test_returned_episode_returns"][:, -1], num_seeds,
+                None if won is None else won[:, -1], diverged)
+    write_table(run_dir / "tune.csv", rows)
+    if keys:
+        save_tune_plot(run_dir / "tune_plot.png", rows, keys, title)
+    print(f"{title}: HYP_TUNE, {len(points)} configurations x {num_seeds} seeds, ranked by final greedy return",
+          flush=True)
+    print(table_text(rows, keys), flush=True)
+    return rows[0]
+
+
+def _start_distributed(run_dir: Path, top: Dict[str, Any]):
+    """DISTRIBUTED=True: join the other hosts' processes (jax.distributed.initialize reads the cluster
+    from Slurm / Open MPI / the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID variables).
+    Every process runs the same program over all hosts' devices; process 0 writes the run folder (the
+    others write theirs under it, as process<k>/). State checkpoints and RESUME are single-host only."""
+    import jax
+    if top.get("RESUME"):
+        raise ConfigError("RESUME is single-host: it does not combine with DISTRIBUTED=True")
+    jax.distributed.initialize()
+    k = jax.process_index()
+    print(f"purejaxql: process {k} of {jax.process_count()}, {len(jax.devices())} devices in all", flush=True)
+    return (run_dir if k == 0 else run_dir / f"process{k}"), {**top, "CHECKPOINT_INTERVAL": 0}
+
+
 def checkpoint_every(value: Any, num_updates: int) -> int:
     """CHECKPOINT_INTERVAL -> updates between state checkpoints: a fraction (< 1) of training or a number
     of updates (>= 1); 0 = none."""
@@ -438,6 +545,8 @@ def main_from_cfg(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: 
     if top.get("EVAL_ONLY"):
         return evaluate_checkpoint(str(top["EVAL_ONLY"]), {**top, **alg_cfg}, alg)
     check_run_keys(top)
+    if top.get("DISTRIBUTED"):
+        run_dir, top = _start_distributed(run_dir, top)
     state_path = None
     if top.get("RESUME"):
         top, alg_cfg, state_path = _resume_config(make_train, alg, top, alg_cfg, list(overrides or []))
@@ -447,20 +556,35 @@ def main_from_cfg(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: 
     env_name = cfg["ENV_NAME"] + (f"_{cfg['MAP_NAME']}" if "SMAX" in cfg["ENV_NAME"] else "")
     make_train = _with_pretrained(make_train, alg, cfg, env)
     run_keys = {k: v for k, v in top.items() if k not in ("RESUME", "EVAL_ONLY")}
-    state: Dict[str, Any] = {}
+    num_seeds = int(top.get("TUNE_NUM_SEEDS", 4) if top.get("HYP_TUNE") else top.get("NUM_SEEDS", 1))
+    state: Dict[str, Any] = {"tune": None}
 
     def on_built(train_cfg):  # the config is valid: the run folder starts here
         saved_alg = {k: v for k, v in train_cfg.items() if k not in DERIVED_KEYS}
+        index = None
+        if top.get("HYP_TUNE"):
+            state["tune"] = tune_grid(train_cfg, env, alg)
+            n_configs = len(state["tune"][1])
+            index = {"config": np.repeat(np.arange(n_configs), num_seeds),
+                     "seed_index": np.tile(np.arange(num_seeds), n_configs)}
         if state_path is None:
             write_config(run_dir, run_keys, saved_alg)
         header = {"module": alg, "env": env_name, "config": {**run_keys, "alg": saved_alg}}
         state["recorder"] = Recorder(
             run_dir, train_cfg["NUM_UPDATES"], checkpoint_every(top.get("CHECKPOINT_INTERVAL"),
                                                                 train_cfg["NUM_UPDATES"]),
-            int(top.get("CHECKPOINT_KEEP", 2)), bool(top.get("NAN_CHECK", True)), header, f"{alg} on {env_name}")
+            int(top.get("CHECKPOINT_KEEP", 2)),
+            bool(top.get("NAN_CHECK", True)) and state["tune"] is None,  # a diverging grid point is a result
+            header, f"{alg} on {env_name}", index)
         state["log"], state["wandb"] = _wandb_logger(cfg, alg, env_name)
         verb = f"resuming {run_dir} from {state_path.name}" if state_path else "compiling"
-        print(f"purejaxql: {alg} on {env_name}, {cfg.get('NUM_SEEDS', 1)} seed(s); {verb}...", flush=True)
+        what = f"{num_seeds} seed(s)" if state["tune"] is None else \
+            f"HYP_TUNE: {len(state['tune'][1])} configurations x {num_seeds} seeds in one program"
+        print(f"purejaxql: {alg} on {env_name}, {what}; {verb}...", flush=True)
+
+    def hparams():
+        from purejaxql.tuning import grid_arrays
+        return None if state["tune"] is None else grid_arrays(state["tune"][1], num_seeds)
 
     def on_chunk(runner, metrics, finite, updates_done):
         state["recorder"].chunk(runner, metrics, finite, updates_done)
@@ -472,10 +596,11 @@ def main_from_cfg(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: 
 
     t0 = time.time()
     try:
-        runner, _, timings, train_cfg = run_training(
-            make_train, alg_cfg, env, int(cfg.get("SEED", 0)), int(cfg.get("NUM_SEEDS", 1)),
+        final, _, timings, train_cfg = run_training(
+            make_train, alg_cfg, env, int(cfg.get("SEED", 0)), num_seeds,
             progress=bool(cfg.get("PROGRESS", True)), watchdog_timeout=float(cfg.get("WATCHDOG_TIMEOUT", 600)),
-            on_chunk=on_chunk, resume_from=resume_from if state_path else None, on_built=on_built)
+            on_chunk=on_chunk, resume_from=resume_from if state_path else None, on_built=on_built,
+            hparams=hparams)
     except TrainingStopped as e:
         rec = state["recorder"]
         rec.plots()
@@ -485,14 +610,30 @@ def main_from_cfg(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: 
                                                          str(state_path) if state_path else None))
         raise
     rec = state["recorder"]
-    history = rec.history()
-    print(summarise(history, timings, alg, env_name), flush=True)
-    saved = save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history, run_dir / "checkpoints")
+    history, runner = rec.history(), final["runner"]
+    tune = None
+    if state["tune"] is not None:  # rank the configurations; the summary and checkpoints are the best one's
+        import jax
+        best = report_tune(run_dir, state["tune"], history, num_seeds, f"{alg} on {env_name}")
+        tune = {"keys": state["tune"][0], "configurations": len(state["tune"][1]), "best": best}
+        runs = np.arange(best["config"] * num_seeds, (best["config"] + 1) * num_seeds)
+        runner = jax.tree.map(lambda x: x[runs], runner)
+        history = {k: v[runs] for k, v in history.items()}
+        train_cfg = {**train_cfg, **{k: best[k] for k in state["tune"][0]}}
+        print(f"  best configuration {best['config']}: " + ", ".join(f"{k}={best[k]:g}" for k in state["tune"][0]),
+              flush=True)
+    else:
+        print(summarise(history, timings, alg, env_name), flush=True)
+    summary = run_summary(history, timings, alg, env_name, run_keys, train_cfg, "finished",
+                          str(state_path) if state_path else None)
+    if tune is not None:
+        summary["tune"] = tune
+    saved = save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history, run_dir / "checkpoints",
+                             num_seeds)
     if cfg.get("SAVE_PATH"):
-        saved += save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history)
+        saved += save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history, None, num_seeds)
     rec.plots()
-    write_json(run_dir / "summary.json", run_summary(history, timings, alg, env_name, run_keys, train_cfg,
-                                                     "finished", str(state_path) if state_path else None))
+    write_json(run_dir / "summary.json", summary)
     for path in saved:
         print(f"  saved {path}", flush=True)
     print(f"  run folder: {run_dir} (config.yaml, metrics.csv, summary.json, training_plots.png, checkpoints/)",
@@ -583,6 +724,22 @@ def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
         # the run continues in its own folder; hydra adds nothing to it (no .hydra/, no log file)
         argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null", "hydra/job_logging=none",
                  "hydra/hydra_logging=none"]
+    sweep = None
+    tuning = any(re.match(r"^\+*HYP_TUNE=(true|True)$", a) for a in argv)
+    if tuning and not ({"-m", "--multirun"} & set(argv)) and not resume:
+        try:
+            structural = _structural_tune(argv)
+        except ConfigError as e:
+            fail(str(e))
+        if structural:  # one compile per structure: hydra multirun over these keys
+            sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
+                         time.strftime("multirun/%Y-%m-%d/%H-%M-%S"))
+            argv = ["-m", *argv, f"hydra.sweep.dir={sweep}"]
+            argv += [f"++alg.{k}={','.join('null' if v is None else str(v) for v in vals)}"
+                     for k, vals in structural.items()]
+            argv += [f"~alg.TUNE.{k}" for k in structural]
+            print(f"purejaxql: HYP_TUNE: {', '.join(structural)} change the program's shapes: hydra multirun over "
+                  f"them, one compile each, in {sweep}/", flush=True)
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -607,3 +764,52 @@ def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
 
     sys.argv = [sys.argv[0]] + argv
     _main()
+    if sweep is not None:
+        combine_tune(Path(sweep), list(structural), alg)
+
+
+def _structural_tune(argv: List[str]) -> Dict[str, List[Any]]:
+    """The TUNE block of the config this command line composes -> {structural key: values}."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+    from purejaxql.tuning import split_structural
+
+    overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith(("-", "hydra.", "hydra/",
+                                                                                          "+hydra"))]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        tune = OmegaConf.to_container(cfg, resolve=True).get("alg", {}).get("TUNE") or {}
+    finally:
+        GlobalHydra.instance().clear()
+    if not tune:
+        raise ConfigError("HYP_TUNE=True needs a TUNE block in the alg config (key: [values] or "
+                          "{min, max, num, log}), e.g. '+alg.TUNE.LR=[0.001,0.005]'")
+    return split_structural(tune)[1]
+
+
+def combine_tune(sweep: Path, structural: List[str], alg: str):
+    """After a HYP_TUNE multirun: every job's tune.csv ranked together in ``sweep``/tune.csv (+ plot)."""
+    import yaml
+    from purejaxql.tuning import rank_order, read_table, save_tune_plot, table_text, write_table
+
+    rows, keys = [], None
+    for job in sorted((p for p in sweep.iterdir() if p.is_dir() and (p / "tune.csv").is_file()),
+                      key=lambda p: int(p.name) if p.name.isdigit() else 0):
+        alg_cfg = yaml.safe_load((job / "config.yaml").read_text())["alg"]
+        for r in read_table(job / "tune.csv"):
+            r.pop("rank")
+            traced = [k for k in r if k not in ("config", "diverged_seeds") and not k.startswith(("return", "win_rate"))]
+            keys = keys or structural + traced
+            rows.append({"config": f"{job.name}/{r['config']}", **{k: alg_cfg[k] for k in structural},
+                         **{k: v for k, v in r.items() if k != "config"}})
+    if not rows:
+        return
+    rows.sort(key=rank_order)
+    write_table(sweep / "tune.csv", rows)
+    save_tune_plot(sweep / "tune_plot.png", rows, keys, f"{alg}: HYP_TUNE")
+    print(f"{alg}: HYP_TUNE over {len(rows)} configurations (job/config), ranked by final greedy return:")
+    print(table_text(rows, keys), flush=True)
+    print(f"  {sweep}/tune.csv, {sweep}/tune_plot.png", flush=True)

@@ -162,16 +162,18 @@ def _cell(x) -> str:
 class MetricsCSV:
     """metrics.csv, appended chunk by chunk (one row per update and seed, updates in order)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, index_columns: Optional[Dict[str, Sequence[int]]] = None):
+        """``index_columns``: name -> value per run, written first (default ``seed_index``: 0, 1, ...)."""
         self.path = Path(path)
         self.names: List[str] = []
+        self.index = index_columns
 
     def rewrite(self, history: Dict[str, np.ndarray]):
         """Start the file afresh with the rows of ``history`` ({name: (S, U)}) (a new or resumed run);
         its metric names, sorted, are the columns from then on."""
         self.names = sorted(history)
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(["seed_index", "update", *self.names])
+        csv.writer(buf, lineterminator="\n").writerow([*(self.index or {"seed_index": 0}), "update", *self.names])
         _write_text(self.path, buf.getvalue() + self._rows(history, 0))
 
     def append(self, chunk: Dict[str, np.ndarray], first_update: int):
@@ -189,19 +191,22 @@ class MetricsCSV:
         S, U = cols[0].shape
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
+        index = list(zip(*self.index.values())) if self.index else [(s,) for s in range(S)]
         for u in range(U):
             for s in range(S):
-                w.writerow([s, first_update + u, *(_cell(c[s, u]) for c in cols)])
+                w.writerow([*index[s], first_update + u, *(_cell(c[s, u]) for c in cols)])
         return buf.getvalue()
 
 
 def read_metrics_csv(path: Path) -> Dict[str, np.ndarray]:
-    """metrics.csv -> {name: (S, U) float64 array} (for notebooks and tests)."""
+    """metrics.csv -> {name: (R, U) float64 array}, R runs (seeds; HYP_TUNE: configurations × seeds), the
+    index columns included (for notebooks and tests)."""
     with open(path) as f:
         rows = list(csv.reader(f))
     head, body = rows[0], np.array(rows[1:], dtype=np.float64)
-    S = int(body[:, 0].max()) + 1
-    return {k: body[:, j].reshape(-1, S).T for j, k in enumerate(head) if j >= 2}
+    col = head.index("update")
+    U = int(body[:, col].max()) + 1
+    return {k: body[:, j].reshape(U, -1).T for j, k in enumerate(head) if k != "update"}
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -318,10 +323,10 @@ class Recorder:
     checkpoint every ``checkpoint_every`` updates (with fresh plots at most every PLOT_EVERY_S)."""
 
     def __init__(self, folder: Path, num_updates: int, checkpoint_every: int, keep: int, nan_check: bool,
-                 header: Dict[str, Any], title: str):
+                 header: Dict[str, Any], title: str, index_columns: Optional[Dict[str, Sequence[int]]] = None):
         self.folder, self.num_updates, self.every, self.keep = Path(folder), num_updates, checkpoint_every, keep
         self.nan_check, self.header, self.title = nan_check, header, title
-        self.csv = MetricsCSV(self.folder / "metrics.csv")
+        self.csv = MetricsCSV(self.folder / "metrics.csv", index_columns)
         self.chunks: List[Dict[str, np.ndarray]] = []
         self.last_checkpoint: Optional[Path] = None
         self.last_saved_update = 0

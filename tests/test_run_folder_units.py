@@ -240,7 +240,8 @@ def test_metrics_csv_rewrite_append_read_back(tmp_path):
     assert lines[1].split(",")[names.index("loss")] == "nan"
 
     back = rf.read_metrics_csv(path)
-    assert list(back) == list(full)
+    assert list(back) == ["seed_index", *full]
+    np.testing.assert_array_equal(back["seed_index"], np.tile(np.arange(S)[:, None], (1, back["seed_index"].shape[1])))
     for k, v in full.items():
         assert back[k].shape == v.shape, k
         b = back[k].astype(v.dtype)
@@ -530,3 +531,26 @@ def test_run_summary_is_strict_json(tmp_path):
     h["test_returned_won_episode"] = np.array([[0, 0, 1], [0, 0, 0]], np.float32)
     out = run_summary(h, timings, "qmix_ps", "SMAX_3m", {}, {"NUM_UPDATES": 3}, "finished", "x")
     assert out["final_win_rate"]["mean"] == 0.5 and [s["win_rate"] for s in out["seeds"]] == [1.0, 0.0]
+
+
+def test_metrics_csv_with_config_and_seed_columns(tmp_path):
+    """HYP_TUNE: runs are configurations x seeds; their index columns come first."""
+    index = {"config": [0, 0, 1, 1], "seed_index": [0, 1, 0, 1]}
+    m = {"env_step": np.array([[16, 32]] * 4, np.int32), "loss": np.arange(8, dtype=np.float32).reshape(4, 2)}
+    out = rf.MetricsCSV(tmp_path / "metrics.csv", index)
+    out.rewrite({k: v[:, :1] for k, v in m.items()})
+    out.append({k: v[:, 1:] for k, v in m.items()}, 1)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "config,seed_index,update,env_step,loss"
+    assert lines[3] == "1,0,0,16,4.0" and lines[8] == "1,1,1,32,7.0"
+    back = rf.read_metrics_csv(tmp_path / "metrics.csv")
+    np.testing.assert_array_equal(back["config"][:, 0], [0, 0, 1, 1])
+    np.testing.assert_array_equal(back["loss"], m["loss"])
+    with pytest.raises(ValueError, match="do not match the columns"):
+        out.append({"loss": m["loss"]}, 2)
+
+
+@pytest.mark.parametrize("n,size", [(1, 1), (40, 1), (1000, 10), (2403, 27), (100000, 1000), (9615, 15)])
+def test_chunk_size_divides_and_aims_at_100_chunks(n, size):
+    from purejaxql.run import chunk_size
+    assert chunk_size(n) == size and n % size == 0

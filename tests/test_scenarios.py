@@ -6,7 +6,7 @@ actions unused and padded observation entries zero, and log per-agent returns wh
 
 Each MPE run costs a compile of ~10-25 s, so the default suite runs a covering subset: every scenario
 with one module, every module on at least one scenario. The other pairs are
-marked ``slow`` (so are the SMAX runs of the ``_ps`` modules, which the CLI tests run on 2s3z);
+marked ``slow`` (so are the SMAX runs but qmix_ns's: the CLI tests run the ``_ps`` ones on 2s3z);
 ``python -m pytest -m slow tests/test_scenarios.py`` runs them (the whole matrix takes
 ~20 minutes on 2 cores).
 """
@@ -25,9 +25,9 @@ MPE = ["MPE_simple_v3", "MPE_simple_tag_v3", "MPE_simple_world_comm_v3", "MPE_si
 ALGS = ("iql", "vdn", "qmix")
 MODULES = [f"{alg}_{v}" for v in ("ps", "ns") for alg in ALGS]
 UPDATES = 3
-# by default scenario i runs with one module, MODULES[i % 6] (so each module runs on one or two scenarios),
-# plus IQL's per-agent logging on the competitive simple_tag
-COVER = {(s, MODULES[i % len(MODULES)]) for i, s in enumerate(MPE)} | {("MPE_simple_tag_v3", "iql_ns")}
+# by default scenario i runs with one module, MODULES[i % 6] (so each module runs on one or two scenarios);
+# IQL's per-agent logging on the competitive simple_tag runs through the CLI (tests/test_cli.py)
+COVER = {(s, MODULES[i % len(MODULES)]) for i, s in enumerate(MPE)}
 MPE_CASES = [pytest.param(s, m, id=f"{s}-{m}", marks=() if (s, m) in COVER else pytest.mark.slow)
              for s in MPE for m in MODULES]
 
@@ -98,9 +98,9 @@ def test_mpe_scenario(env_name, module):
         assert not any(k in m for k in per_agent)
 
 
-# the _ps modules also run on 2s3z end to end in tests/test_cli.py (each alg's SMAX config), so by default
-# only the _ns ones run here
-@pytest.mark.parametrize("module", [pytest.param(m, marks=pytest.mark.slow if m.endswith("_ps") else ())
+# the _ps modules also run on 2s3z end to end in tests/test_cli.py (each alg's SMAX config), and every _ns
+# module runs on MPE scenarios above, so by default only qmix_ns runs here
+@pytest.mark.parametrize("module", [pytest.param(m, marks=() if m == "qmix_ns" else pytest.mark.slow)
                                     for m in MODULES])
 def test_smax_mixed_unit_types(module):
     env = make_env({"ENV_NAME": "HeuristicEnemySMAX", "MAP_NAME": "2s3z"})
