@@ -9,7 +9,7 @@ import difflib
 from typing import Any, Dict, Mapping
 
 __all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "resolve_config",
-           "check_run_keys"]
+           "check_run_keys", "unknown_key"]
 
 
 class ConfigError(ValueError):
@@ -121,6 +121,14 @@ def check_run_keys(top: Mapping[str, Any]) -> None:
         raise ConfigError(f"WANDB_MODE must be disabled, offline or online, got {top['WANDB_MODE']!r}")
 
 
+def unknown_key(key: str, known, alg_name, message: str = "unknown config key {key!r} for {alg}{hint}"
+                ) -> ConfigError:
+    """The error for a key nobody reads, with the closest known key as a hint."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(message.format(key=key, alg=alg_name, hint=hint))
+
+
 def _is_array(v) -> bool:
     import sys
     jax = sys.modules.get("jax")
@@ -151,9 +159,7 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
         owner = KEY_OWNERS.get(k)
         if owner:
             raise ConfigError(f"config key {k!r} is not used by {alg_name} (it belongs to {owner})")
-        close = difflib.get_close_matches(k, list(defaults) + sorted(RUN_KEYS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown config key {k!r} for {alg_name}{hint}")
+        raise unknown_key(k, list(defaults) + sorted(RUN_KEYS), alg_name)
     for k, v in defaults.items():
         cfg.setdefault(k, v)
 

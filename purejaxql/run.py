@@ -323,8 +323,7 @@ def load_pretrained(cfg: Dict[str, Any], alg: str, env) -> Optional[Dict[str, An
 
 
 def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg: str, env_name: str,
-                     env, metrics: Dict[str, np.ndarray], folder: Optional[Path] = None,
-                     num_seeds: Optional[int] = None) -> List[str]:
+                     env, metrics: Dict[str, np.ndarray], folder: Optional[Path] = None) -> List[str]:
     """Write each seed's final parameters (see purejaxql.checkpoint) as ``folder/seed<SEED>_<i>.safetensors``,
     or, without ``folder``, under SAVE_PATH as ``SAVE_PATH/<env>/<module>/seed<SEED>_<i>.safetensors``."""
     import jax
@@ -332,8 +331,8 @@ def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], alg
     from purejaxql.config import DERIVED_KEYS
     from purejaxql.loop import eval_key
 
-    seed, n_seeds = int(cfg.get("SEED", 0)), num_seeds or int(cfg.get("NUM_SEEDS", 1))
     params = jax.tree.map(np.asarray, runner.train.params)
+    seed, n_seeds = int(cfg.get("SEED", 0)), len(jax.tree.leaves(params)[0])
     keys = np.asarray(jax.vmap(lambda k: jax.random.key_data(eval_key(k, train_cfg["NUM_UPDATES"] - 1)))(
         runner.test_rng))
     module, variant = alg.split("_", 1)
@@ -471,8 +470,9 @@ def report_tune(run_dir: Path, tune, history: Dict[str, np.ndarray], num_seeds: 
     from purejaxql.tuning import rank, save_tune_plot, table_text, write_table
     keys, points = tune
     won = history.get("test_returned_won_episode")
-    learning = history["grad_steps"] > 0
-    diverged = np.any(learning & ~(np.isfinite(history["loss"]) & np.isfinite(history["qvals"])), axis=1)
+    from purejaxql.run_folder import non_finite_while_learning
+    diverged = np.any(non_finite_while_learning(history, "loss") | non_finite_while_learning(history, "qvals"),
+                      axis=1)
     rows = rank(points, history["test_returned_episode_returns"][:, -1], num_seeds,
                 None if won is None else won[:, -1], diverged)
     write_table(run_dir / "tune.csv", rows)
@@ -628,10 +628,9 @@ def main_from_cfg(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: 
                           str(state_path) if state_path else None)
     if tune is not None:
         summary["tune"] = tune
-    saved = save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history, run_dir / "checkpoints",
-                             num_seeds)
+    saved = save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history, run_dir / "checkpoints")
     if cfg.get("SAVE_PATH"):
-        saved += save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history, None, num_seeds)
+        saved += save_checkpoints(runner, train_cfg, cfg, alg, env_name, env, history)
     rec.plots()
     write_json(run_dir / "summary.json", summary)
     for path in saved:
@@ -645,8 +644,7 @@ def main_from_cfg(make_train: Callable, alg: str, top: Dict[str, Any], alg_cfg: 
 
 def _precheck_keys(argv: List[str], alg: str):
     """Catch an unknown key on the command line before hydra starts (and creates a run folder)."""
-    import difflib
-    from purejaxql.config import KEY_OWNERS, PQN_DEFAULTS, Q_LEARNING_DEFAULTS, QMIX_DEFAULTS, RUN_KEYS
+    from purejaxql.config import KEY_OWNERS, PQN_DEFAULTS, Q_LEARNING_DEFAULTS, QMIX_DEFAULTS, RUN_KEYS, unknown_key
 
     alg_keys = set(Q_LEARNING_DEFAULTS) | set(PQN_DEFAULTS) | set(QMIX_DEFAULTS) | set(KEY_OWNERS) | RUN_KEYS
     for arg in argv:
@@ -660,10 +658,8 @@ def _precheck_keys(argv: List[str], alg: str):
             raise ConfigError(f"{key} is an algorithm key: set it as alg.{key}=...")
         known = alg_keys if in_alg else RUN_KEYS
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {key!r} for {alg}{hint}" if in_alg else
-                              f"unknown run key {key!r}{hint} (algorithm keys are set as alg.KEY=...)")
+            raise unknown_key(key, known, alg) if in_alg else \
+                unknown_key(key, known, None, "unknown run key {key!r}{hint} (algorithm keys are set as alg.KEY=...)")
 
 
 def _remove_unused_run_dir(run_dir: Path):
@@ -799,10 +795,9 @@ def combine_tune(sweep: Path, structural: List[str], alg: str):
     for job in sorted((p for p in sweep.iterdir() if p.is_dir() and (p / "tune.csv").is_file()),
                       key=lambda p: int(p.name) if p.name.isdigit() else 0):
         alg_cfg = yaml.safe_load((job / "config.yaml").read_text())["alg"]
+        keys = keys or structural + list(alg_cfg.get("TUNE") or {})  # the job's TUNE: the traced keys
         for r in read_table(job / "tune.csv"):
             r.pop("rank")
-            traced = [k for k in r if k not in ("config", "diverged_seeds") and not k.startswith(("return", "win_rate"))]
-            keys = keys or structural + traced
             rows.append({"config": f"{job.name}/{r['config']}", **{k: alg_cfg[k] for k in structural},
                          **{k: v for k, v in r.items() if k != "config"}})
     if not rows:

@@ -34,7 +34,7 @@ from purejaxql.config import ConfigError
 
 __all__ = ["atomic_write", "save_state", "load_state", "state_header", "latest_state", "state_files",
            "MetricsCSV", "read_metrics_csv", "write_config", "read_config", "config_differences", "versions",
-           "first_non_finite", "Recorder", "TrainingStopped", "RESULT_NEUTRAL_KEYS"]
+           "first_non_finite", "non_finite_while_learning", "Recorder", "TrainingStopped", "RESULT_NEUTRAL_KEYS"]
 
 STATE_FORMAT = "purejaxql-train-state/1"
 HEADER_KEY = "purejaxql_state"
@@ -300,14 +300,19 @@ class TrainingStopped(Exception):
     """The run stopped itself (non-finite values); the message says where and what was kept."""
 
 
+def non_finite_while_learning(metrics: Dict[str, np.ndarray], name: str) -> np.ndarray:
+    """(R, U): ``metrics[name]`` is NaN / inf at an update with a gradient step (before the first one,
+    loss and qvals are NaN by design)."""
+    return (np.asarray(metrics["grad_steps"]) > 0) & ~np.isfinite(np.asarray(metrics[name], np.float64))
+
+
 def first_non_finite(metrics: Dict[str, np.ndarray], params_finite: np.ndarray, first_update: int
                      ) -> Optional[str]:
     """The first sign of divergence in a chunk of updates, or None. ``loss`` and ``qvals`` count from the
     first update with a gradient step (before it they are NaN by design); ``params_finite`` (S,) says
     whether each seed's parameters are finite after the chunk."""
-    learning = np.asarray(metrics["grad_steps"]) > 0
     for name in ("loss", "qvals"):
-        bad = learning & ~np.isfinite(np.asarray(metrics[name], np.float64))
+        bad = non_finite_while_learning(metrics, name)
         if bad.any():
             s, u = np.argwhere(bad.T)[0][::-1]
             return f"non-finite {name} ({metrics[name][s, u]}) at update {first_update + u} (seed_index {s})"
