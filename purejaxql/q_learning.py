@@ -22,6 +22,7 @@ and resets the GRU wherever ``first[t]`` marks an episode start, exactly as the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, NamedTuple
 
 import flashbax as fbx
@@ -178,15 +179,17 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                               seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask)
         return loss, q_taken.mean()
 
+    def learn_step(train: TrainState, seq: Chunk):
+        """One gradient step on sequences (T+1, Bs, ...) -> (train, (loss, mean Q of the taken actions))."""
+        (loss, qvals), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params, train.target_params, seq)
+        updates, opt_state = tx.update(grads, train.opt_state, train.params)
+        train = train._replace(params=optax.apply_updates(train.params, updates), opt_state=opt_state,
+                               grad_steps=train.grad_steps + 1)
+        return train, (loss, qvals)
+
     def learn(train: TrainState, buffer_state, rng):
         def epoch(train, k):
-            seq = sequences(buffer.sample(buffer_state, k).experience)
-            (loss, qvals), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                train.params, train.target_params, seq)
-            updates, opt_state = tx.update(grads, train.opt_state, train.params)
-            train = train._replace(params=optax.apply_updates(train.params, updates),
-                                   opt_state=opt_state, grad_steps=train.grad_steps + 1)
-            return train, (loss, qvals)
+            return learn_step(train, sequences(buffer.sample(buffer_state, k).experience))
         train, (loss, qvals) = jax.lax.scan(epoch, train, jax.random.split(rng, cfg["NUM_EPOCHS"]))
         return train, loss.mean(), qvals.mean()
 
@@ -215,4 +218,8 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         last, metrics = record(cfg, setup, last, stats, n_done, update_idx, test_rng, train, loss, qvals, epsilon)
         return RunnerState(train, buffer_state, carry, last, rng, test_rng), metrics
 
-    return program(cfg, setup, init, update)
+    train = program(cfg, setup, init, update)
+    # the update's stages, for tests and for hacking on the algorithm
+    train.parts = SimpleNamespace(rollout=rollout, sequences=sequences, loss=loss_fn, learn_step=learn_step,
+                                  learn=learn, update=update, buffer=buffer, tx=tx)
+    return train

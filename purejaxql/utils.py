@@ -27,7 +27,7 @@ import numpy as np
 
 from purejaxql.config import ConfigError
 
-__all__ = ["CTRolloutManager", "space_dim", "stack_agents", "unstack_agents"]
+__all__ = ["CTRolloutManager", "space_dim", "stack_agents", "unstack_agents", "time_limit_truncates"]
 
 
 def space_dim(space) -> int:
@@ -35,6 +35,25 @@ def space_dim(space) -> int:
     if hasattr(space, "n"):
         return int(space.n)
     return int(np.prod(space.shape))
+
+
+def time_limit_truncates(env) -> bool:
+    """Does ``env`` end episodes at ``env.max_steps`` by a time limit rather than a terminal state?
+
+    Then the last transition of such an episode is a truncation: its true next observation is lost in the
+    auto-reset and its value is not zero (``TIMEOUT_AS_TERMINAL=None`` resolves to ``False`` for it). An
+    env says so with a ``time_limit_truncates`` attribute; JaxMARL's MPE scenarios (every episode ends at
+    the time limit) and SMAX (a battle not decided after max_steps) are known. Any other env's episode
+    ends are taken as terminal states (the two-step game's last step is one)."""
+    if env is None:
+        return False
+    declared = getattr(env, "time_limit_truncates", None)
+    if declared is not None:
+        return bool(declared)
+    from jaxmarl.environments.mpe.simple import SimpleMPE
+    from jaxmarl.environments.smax.heuristic_enemy_smax_env import EnemySMAX
+    from jaxmarl.environments.smax.smax_env import SMAX
+    return isinstance(getattr(env, "_env", env), (SimpleMPE, SMAX, EnemySMAX))
 
 
 def stack_agents(x: Dict[str, jax.Array], agents: Sequence[str], axis: int = 1) -> jax.Array:

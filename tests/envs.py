@@ -91,3 +91,54 @@ class RecallGame(MultiAgentEnv):
         dones = {a: last for a in self.agents}
         dones["__all__"] = last
         return self._obs(state), state, rewards, dones, {}
+
+
+@struct.dataclass
+class EchoState:
+    last: chex.Array    # (N,) the previous joint action (0 at the start of an episode)
+    t: chex.Array
+
+
+class EchoGame(MultiAgentEnv):
+    """Every agent observes the previous joint action, so what each agent did is visible in the data.
+
+    Observation (same for every agent): [one-hot of each agent's previous action (N·A, zero at the start),
+    t / max_steps, 1 if t == 0]. Agent i may not take action (t + i) mod A (``get_avail_actions``).
+    Reward of agent i: 1 if it repeats its own previous action, else -0.5 · i. Episodes end by a true
+    terminal with probability ``p_end`` after each step, or at ``max_steps`` steps by a time limit
+    (``time_limit_truncates``), so both kinds of episode end happen.
+    """
+    time_limit_truncates = True
+
+    def __init__(self, num_agents: int = 3, num_actions: int = 4, max_steps: int = 6, p_end: float = 0.15):
+        super().__init__(num_agents=num_agents)
+        self.agents = [f"agent_{i}" for i in range(num_agents)]
+        self.num_actions, self.max_steps, self.p_end = num_actions, max_steps, p_end
+        self.obs_len = num_agents * num_actions + 2
+        self.observation_spaces = {a: Box(0.0, 1.0, (self.obs_len,)) for a in self.agents}
+        self.action_spaces = {a: Discrete(num_actions) for a in self.agents}
+
+    def _obs(self, state):
+        start = state.t == 0
+        prev = jnp.where(start, 0.0, jax.nn.one_hot(state.last, self.num_actions).ravel())
+        o = jnp.concatenate([prev, jnp.stack([state.t / self.max_steps, start.astype(jnp.float32)])])
+        return {a: o for a in self.agents}
+
+    def reset(self, key):
+        state = EchoState(last=jnp.zeros((self.num_agents,), jnp.int32), t=jnp.int32(0))
+        return self._obs(state), state
+
+    def get_avail_actions(self, state):
+        return {a: 1.0 - jax.nn.one_hot((state.t + i) % self.num_actions, self.num_actions)
+                for i, a in enumerate(self.agents)}
+
+    def step_env(self, key, state, actions):
+        acts = jnp.stack([actions[a] for a in self.agents]).astype(jnp.int32)
+        repeat = (acts == state.last) & (state.t > 0)
+        rewards = {a: jnp.where(repeat[i], 1.0, -0.5 * i) for i, a in enumerate(self.agents)}
+        t = state.t + 1
+        done = jax.random.bernoulli(key, self.p_end) | (t >= self.max_steps)
+        state = EchoState(last=acts, t=t)
+        dones = {a: done for a in self.agents}
+        dones["__all__"] = done
+        return self._obs(state), state, rewards, dones, {}

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from envs import EchoGame
 from purejaxql import pqn_ns, pqn_ps, pqn_ps_pretrained
 from purejaxql.checkpoint import agent_params
 from purejaxql.run import make_env, resolve_path
@@ -25,9 +26,9 @@ def params_moved(before, after, per_agent=False):
     return jax.tree.map(moved, before, after)
 
 
-def stages(config):
+def stages(config, env=SPREAD):
     """A PQN program's stages, its initial state and initial agent params (no full training compile)."""
-    train = pqn_ps.make_train(config, SPREAD)
+    train = pqn_ps.make_train(config, env)
     runner = jax.jit(train.init)(jax.random.PRNGKey(0))
     return train, train.parts, runner, runner.train.params["agent"]
 
@@ -72,12 +73,15 @@ def py_targets(r, done, timeout, v_next, gamma, lam, timeout_terminal):
     return g, mask
 
 
-@pytest.mark.parametrize("timeout_terminal", [False, True])
-def test_q_lambda_targets_match_a_plain_loop(timeout_terminal):
-    T, B, gamma, lam = 30, 3, 0.9, 0.7  # MPE episodes time out after 26 steps: inside the rollout
+@pytest.mark.parametrize("mixer,timeout_terminal", [("vdn", False), ("none", False), ("vdn", True)])
+def test_q_lambda_targets_match_a_plain_loop(mixer, timeout_terminal):
+    """On EchoGame episodes end by true terminals (random) and by time-outs (every 6 steps), both inside
+    the rollout; EchoGame's available actions exclude one action per step (the max is over available ones)."""
+    T, B, gamma, lam = 30, 3, 0.9, 0.7
+    env = EchoGame()
     train, P, runner, params = stages(tiny(NUM_STEPS=T, NUM_ENVS=B, TOTAL_TIMESTEPS=T * B, NUM_MINIBATCHES=1,
-                                           GAMMA=gamma, LAMBDA=lam, REW_SCALE=2.0,
-                                           TIMEOUT_AS_TERMINAL=timeout_terminal))
+                                           GAMMA=gamma, LAMBDA=lam, REW_SCALE=2.0, MIXER=mixer,
+                                           TIMEOUT_AS_TERMINAL=timeout_terminal), env)
 
     @jax.jit
     def go(runner):
@@ -85,15 +89,21 @@ def test_q_lambda_targets_match_a_plain_loop(timeout_terminal):
         _, q_end = train.agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])
         return steps, q_end[0], carry.avail, P.targets(params, carry, steps)
     steps, q_end, avail_end, (g, mask) = jax.tree.map(np.asarray, go(runner))
-    assert steps["timeout"].any() and (steps["done"] == steps["timeout"]).all()
+    assert steps["timeout"].any() and (steps["done"] & ~steps["timeout"]).any()  # both kinds of end
     q_next = np.concatenate([steps["q"][1:], q_end[None]])
     avail_next = np.concatenate([steps["avail"][1:], avail_end[None]])
-    v_next = np.where(avail_next > 0, q_next, -np.inf).max(-1).sum(-1)           # (T, B) Σ_i max_a Q_i
+    assert (avail_next == 0).any()
+    v_next = np.where(avail_next > 0, q_next, -np.inf).max(-1)                    # (T, B, N) max_a Q_i
+    r = 2.0 * steps["rewards"]                                                    # (T, B, N)
     for b in range(B):
-        want_g, want_mask = py_targets(2.0 * steps["rewards"][:, b].sum(-1), steps["done"][:, b],
-                                       steps["timeout"][:, b], v_next[:, b], gamma, lam, timeout_terminal)
-        np.testing.assert_allclose(g[:, b], want_g, rtol=1e-4, atol=1e-4)
-        np.testing.assert_array_equal(mask[:, b], want_mask)
+        for i in range(env.num_agents) if mixer == "none" else [None]:
+            r_b = r[:, b].sum(-1) if i is None else r[:, b, i]
+            v_b = v_next[:, b].sum(-1) if i is None else v_next[:, b, i]
+            want_g, want_mask = py_targets(r_b, steps["done"][:, b], steps["timeout"][:, b], v_b, gamma, lam,
+                                           timeout_terminal)
+            got = g[:, b] if i is None else g[:, b, i]
+            np.testing.assert_allclose(got, want_g, rtol=1e-4, atol=1e-4)
+            np.testing.assert_array_equal(mask[:, b], want_mask)
 
 
 def check(train, out, updates, per_agent=False):
