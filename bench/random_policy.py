@@ -2,6 +2,12 @@
 learning test must clear.
 
     python bench/random_policy.py MPE_simple_speaker_listener_v4 [--episodes 1024] [--seed 0]
+    python bench/random_policy.py MPE_simple_tag_v3 \\
+        --pretrained agent_0=pkg:checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors
+
+With ``--pretrained AGENT=CHECKPOINT`` (repeatable) those agents act greedily with the checkpoint's
+network, as frozen pretrained agents do in training, and the team return covers the random agents only
+(random predators against the shipped prey).
 """
 from __future__ import annotations
 
@@ -11,24 +17,44 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxql.evaluation import reset_envs, step_envs
+from purejaxql.evaluation import greedy_actions, reset_envs, step_envs
 from purejaxql.run import make_env
 from purejaxql.utils import CTRolloutManager
 
 
-def random_returns(env_name: str, episodes: int, seed: int) -> np.ndarray:
+def frozen_agents(env, w: CTRolloutManager, pretrained):
+    """(agents, params) acting greedily for the ``pretrained`` {agent: checkpoint path} ones (the other
+    agents' network is built but never used)."""
+    from purejaxql.checkpoint import agent_params
+    from purejaxql.networks import AgentNetwork
+    from purejaxql.pretrained import pretrained_variant
+    from purejaxql.run import resolve_path
+
+    params = {a: agent_params(resolve_path(p), a) for a, p in pretrained.items()}
+    agents = pretrained_variant(env, params)(AgentNetwork(action_dim=w.max_action_space, hidden_dim=8),
+                                             w.num_agents, w.obs_size)
+    return agents, agents.init(jax.random.PRNGKey(0))
+
+
+def random_returns(env_name: str, episodes: int, seed: int, pretrained=None) -> np.ndarray:
     """(episodes, N) returns of the first episode of each of ``episodes`` envs."""
     env = make_env({"ENV_NAME": env_name})
     w = CTRolloutManager(env, episodes)
+    agents, params = frozen_agents(env, w, pretrained) if pretrained else (None, None)
+    hidden0 = agents.initial_hidden(episodes) if agents else jnp.zeros((episodes, w.num_agents, 0))
 
     def run(rng):
-        carry = reset_envs(w, rng, jnp.zeros((episodes, w.num_agents, 0)))
+        carry = reset_envs(w, rng, hidden0)
 
         def step(c, k):
             carry, finished, ret = c
             k_act, k_env = jax.random.split(k)
             actions = jax.random.categorical(k_act, jnp.where(carry.avail > 0, 0.0, -jnp.inf))
-            carry, (_, done, agent_return, _, _) = step_envs(w, k_env, carry, actions, carry.hidden)
+            hidden = carry.hidden
+            if agents is not None:
+                hidden, q = agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])
+                actions = jnp.where(agents.frozen_mask, greedy_actions(q[0], carry.avail), actions)
+            carry, (_, done, agent_return, _, _) = step_envs(w, k_env, carry, actions, hidden)
             ret = jnp.where((done & ~finished)[:, None], agent_return, ret)
             return (carry, finished | done, ret), None
 
@@ -46,11 +72,26 @@ def main():
     p.add_argument("env_name")
     p.add_argument("--episodes", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrained", action="append", default=[], metavar="AGENT=CHECKPOINT",
+                   help="an agent that acts greedily with a checkpoint's network (repeatable)")
     a = p.parse_args()
-    ret = random_returns(a.env_name, a.episodes, a.seed)
-    team = ret.sum(-1)
-    print(f"{a.env_name}: random policy team return {team.mean():.2f} ± {team.std():.2f} "
-          f"over {a.episodes} episodes; per agent {np.round(ret.mean(0), 2).tolist()}")
+    pretrained = {}
+    for item in a.pretrained:
+        agent, sep, path = item.partition("=")
+        if not sep or not agent or not path:
+            p.error(f"--pretrained takes AGENT=CHECKPOINT, got {item!r}")
+        pretrained[agent] = path
+    from purejaxql.config import ConfigError
+    try:
+        ret = random_returns(a.env_name, a.episodes, a.seed, pretrained)
+    except ConfigError as e:  # unknown env, agent or checkpoint
+        p.error(str(e))
+    agents = make_env({"ENV_NAME": a.env_name}).agents
+    random_idx = [i for i, name in enumerate(agents) if name not in pretrained]
+    team = ret[:, random_idx].sum(-1)
+    who = f"random agents ({', '.join(agents[i] for i in random_idx)})" if pretrained else "random policy"
+    print(f"{a.env_name}: {who} team return {team.mean():.2f} ± {team.std():.2f} over {a.episodes} episodes; "
+          f"per agent {np.round(ret.mean(0), 2).tolist()}")
 
 
 if __name__ == "__main__":

@@ -10,33 +10,39 @@
         seed<SEED>_<i>.safetensors  each seed's final parameters (purejaxql.checkpoint format) + .yaml
 
 Every file is written under a temporary name and renamed into place, so a run killed at any moment
-leaves either the previous version of a file or the new one, never half of one.
+leaves either the previous version of a file or the new one, never half of one; files follow the umask.
 
 A state checkpoint holds every leaf of the runner state (parameters, target parameters, optimiser state,
 replay buffer, environment states, RNN hidden states, RNG keys, counters) under its pytree path, the
-metrics of the updates done so far under ``metrics/<name>``, and a JSON header (config, updates done).
-Loading checks each leaf's shape and dtype against the state the program expects.
+metrics of the updates done so far under ``metrics/<name>``, and a JSON header (config, updates done, how
+packed tensors are rebuilt). A replay buffer's ``experience`` is stored up to its filled length only (the
+rest is the zeros its ``init`` wrote, put back on loading), and large tensors are zlib-compressed where that
+saves 10% or more. Before writing, the free space is checked: a disk without room stops the run
+(:class:`TrainingStopped`) with the previous checkpoint intact. Loading checks each leaf's shape and dtype
+against the state the program expects.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from purejaxql.checkpoint import NotEnoughSpace, atomic_write, pack_tensors, unpack_tensor, write_safetensors
 from purejaxql.config import ConfigError
 
 __all__ = ["atomic_write", "save_state", "load_state", "state_header", "latest_state", "state_files",
            "MetricsCSV", "read_metrics_csv", "write_config", "read_config", "config_differences", "versions",
-           "first_non_finite", "non_finite_while_learning", "Recorder", "TrainingStopped", "RESULT_NEUTRAL_KEYS"]
+           "first_non_finite", "non_finite_while_learning", "Recorder", "TrainingStopped", "RESULT_NEUTRAL_KEYS",
+           "buffer_fill", "NotEnoughSpace"]
 
-STATE_FORMAT = "purejaxql-train-state/1"
+STATE_FORMAT = "purejaxql-train-state/2"  # /2: packed tensors (filled part of replay buffers, zlib)
+READABLE_FORMATS = ("purejaxql-train-state/1", STATE_FORMAT)
 HEADER_KEY = "purejaxql_state"
 PLOT_EVERY_S = 60.0  # training_plots.png is refreshed with a state checkpoint at most this often
 STATE_RE = re.compile(r"^state_u(\d+)\.safetensors$")
@@ -44,18 +50,6 @@ STATE_RE = re.compile(r"^state_u(\d+)\.safetensors$")
 # Run keys that do not change what a run computes: a resumed run may change them.
 RESULT_NEUTRAL_KEYS = {"PROGRESS", "WATCHDOG_TIMEOUT", "WANDB_MODE", "ENTITY", "PROJECT", "WANDB_LOG_ALL_SEEDS",
                        "SAVE_PATH", "CHECKPOINT_INTERVAL", "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME", "DEBUG"}
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp_name)`` then flush to disk and rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -73,6 +67,28 @@ def _leaves(tree) -> List[Tuple[str, Any]]:
     return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+def _is_buffer(x) -> bool:
+    return all(hasattr(x, f) for f in ("experience", "current_index", "is_full"))
+
+
+def buffer_fill(tree) -> Dict[str, Tuple[int, int]]:
+    """The replay buffers in a state (flashbax trajectory buffers: ``experience`` leaves shaped (*runs, add
+    batch, time, ...), ``current_index`` and ``is_full`` shaped (*runs)) -> {leaf name: (time axis, filled
+    length)}. Until a buffer is full, time steps from ``current_index`` on still hold the zeros of its
+    ``init``; the filled length is the largest over the runs."""
+    import jax
+    out = {}
+    for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_buffer)[0]:
+        if not _is_buffer(node):
+            continue
+        index, full = np.asarray(node.current_index), np.asarray(node.is_full)
+        axis = index.ndim + 1
+        for sub, x in jax.tree_util.tree_flatten_with_path(node.experience)[0]:
+            n = x.shape[axis] if full.any() else int(index.max(initial=0))
+            out[jax.tree_util.keystr((*path, jax.tree_util.GetAttrKey("experience"), *sub))] = (axis, n)
+    return out
+
+
 def state_files(folder: Path) -> List[Path]:
     """State checkpoints of a run folder, oldest first (temporary files are not checkpoints)."""
     ck = Path(folder) / "checkpoints"
@@ -88,9 +104,9 @@ def latest_state(folder: Path) -> Optional[Path]:
 def save_state(folder: Path, runner, history: Dict[str, np.ndarray], updates_done: int, info: Dict[str, Any],
                keep: int) -> Path:
     """Write the full runner state after ``updates_done`` updates (+ the metrics so far) atomically, then
-    delete all but the newest ``keep`` state checkpoints."""
+    delete all but the newest ``keep`` state checkpoints. Raises :class:`NotEnoughSpace` (nothing written,
+    nothing deleted) when the disk has no room for it."""
     import jax
-    from safetensors.numpy import save_file
 
     tensors = {}
     for name, x in _leaves(runner):
@@ -99,9 +115,11 @@ def save_state(folder: Path, runner, history: Dict[str, np.ndarray], updates_don
         tensors["state" + name] = np.ascontiguousarray(np.asarray(x))
     for k, v in history.items():
         tensors["metrics/" + k] = np.ascontiguousarray(v)
-    header = {"format": STATE_FORMAT, "updates_done": int(updates_done), **info}
+    filled = {"state" + name: rule for name, rule in buffer_fill(runner).items()}
+    tensors, packed = pack_tensors(tensors, filled)
+    header = {"format": STATE_FORMAT, "updates_done": int(updates_done), **info, "packed": packed}
     path = Path(folder) / "checkpoints" / f"state_u{updates_done:09d}.safetensors"
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={HEADER_KEY: json.dumps(header)}))
+    write_safetensors(path, tensors, {HEADER_KEY: json.dumps(header)})
     for old in state_files(folder)[:-keep]:
         old.unlink()
     return path
@@ -113,7 +131,7 @@ def state_header(path: Path) -> Dict[str, Any]:
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = json.loads((f.metadata() or {})[HEADER_KEY])
-        assert header.get("format") == STATE_FORMAT, f"format {header.get('format')!r}"
+        assert header.get("format") in READABLE_FORMATS, f"format {header.get('format')!r}"
         return header
     except Exception as e:
         raise ConfigError(f"state checkpoint {str(path)!r} is corrupt or not a purejaxql training state "
@@ -128,9 +146,11 @@ def load_state(path: Path, template) -> Tuple[Any, Dict[str, np.ndarray], Dict[s
     from safetensors import safe_open
 
     header = state_header(path)
+    packed = header.get("packed") or {}
     try:
         with safe_open(str(path), framework="numpy") as f:
-            stored = {k: f.get_tensor(k) for k in f.keys()}
+            stored = {k: unpack_tensor(k, f.get_tensor(k), packed[k]) if k in packed else f.get_tensor(k)
+                      for k in f.keys()}
     except Exception as e:
         raise ConfigError(f"state checkpoint {str(path)!r} is corrupt or not a purejaxql training state "
                           f"({type(e).__name__}: {e}); delete it to resume from the one before") from None
@@ -366,8 +386,14 @@ class Recorder:
                 "; no state checkpoint was saved before it"
             raise TrainingStopped(f"{problem}{kept}. NAN_CHECK=False runs on regardless.")
         if self.every and updates_done - self.last_saved_update >= self.every and updates_done < self.num_updates:
-            self.last_checkpoint = save_state(self.folder, runner, self.history(), updates_done, self.header,
-                                              self.keep)
+            try:
+                self.last_checkpoint = save_state(self.folder, runner, self.history(), updates_done,
+                                                  self.header, self.keep)
+            except NotEnoughSpace as e:
+                kept = f"the newest state checkpoint, {self.last_checkpoint}, is kept: free some space and " \
+                    f"continue with RESUME={self.folder}" if self.last_checkpoint else \
+                    "no state checkpoint was saved before it"
+                raise TrainingStopped(f"{e}. Stopped after {updates_done} updates; {kept}") from None
             self.last_saved_update = updates_done
             if time.time() - self.last_plot > PLOT_EVERY_S:
                 self.plots()

@@ -11,10 +11,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.timeout(300)
 def test_wheel_ships_configs_and_cli_runs_from_elsewhere(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), ROOT],
-                   check=True, capture_output=True, timeout=240)
+    # offline: no build isolation (the build backend is the setuptools the test extra installs), no index
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                        "--no-index", "-w", str(tmp_path), ROOT], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     wheel = next(tmp_path.glob("purejaxql-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
+    metadata = zipfile.ZipFile(wheel).read("purejaxql-0.1.0.dist-info/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata and "Requires-Python: >=3.11" in metadata
+    assert "purejaxql-0.1.0.dist-info/licenses/LICENSE" in names
     for alg in ("iql", "vdn", "qmix"):
         for env in ("mpe", "smax"):
             assert f"purejaxql/conf/alg/{alg}_{env}.yaml" in names
@@ -23,8 +28,8 @@ def test_wheel_ships_configs_and_cli_runs_from_elsewhere(tmp_path):
         assert f"purejaxql/conf/alg/{alg}_mpe_tag_pretrained.yaml" in names
     assert "purejaxql/checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors" in names  # the showcase's prey
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                    str(wheel)], check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True, timeout=120)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}

@@ -1,17 +1,21 @@
-"""Runs you can trust: the run folder, kill -9 + RESUME bit-identity, determinism, NAN_CHECK (CLI runs)."""
+"""Runs you can trust: the run folder, kill -9 + RESUME bit-identity (at XLA's default optimisation level),
+proof that the resumed process continued from the checkpoint, determinism, NAN_CHECK (CLI runs)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from cli_cases import cli_cases
+from purejaxql.run_folder import latest_state
+from resume_tools import assert_resumed_from, assert_same_params, params_differ, perturb_rng, use_compilation_cache
 
-# QMIX (replay buffer, target network, GRU hidden states, mixer): the most state to get right
-RUN = ["+alg=qmix_mpe", "alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=480", "alg.BUFFER_SIZE=16",
+# QMIX (replay buffer, target network, GRU hidden states, mixer): the most state to get right. The buffer
+# holds 16 sequences per env: it is part-filled at the checkpoint resumed from and wraps around after it.
+RUN = ["+alg=qmix_mpe", "alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=480", "alg.BUFFER_SIZE=32",
        "alg.BUFFER_BATCH_SIZE=2", "alg.AGENT_HIDDEN_DIM=8", "alg.LEARNING_STARTS=0", "alg.TEST_NUM_ENVS=2",
        "alg.TARGET_UPDATE_INTERVAL=2", "alg.TEST_INTERVAL=0.1", "alg.TEST_NUM_STEPS=26", "NUM_SEEDS=2",
        "SEED=7", "CHECKPOINT_INTERVAL=4", "CHECKPOINT_KEEP=2", "PROGRESS=False"]
@@ -39,8 +43,12 @@ def wait_for(cond, timeout):
 
 
 @pytest.mark.timeout(560)
-def test_kill_9_then_resume_is_bit_identical_and_runs_are_deterministic(tmp_path):
+def test_kill_9_then_resume_is_bit_identical_and_runs_are_deterministic(tmp_path, tmp_path_factory, monkeypatch):
+    # XLA's default optimisation level, as users run; the victim and the resumed runs load the program the
+    # reference compiled from JAX's persistent compilation cache
+    use_compilation_cache(monkeypatch, tmp_path_factory.mktemp("jax_cache"), default_opt_level=True)
     ref = launch("qmix_ps", *RUN, "hydra.run.dir=ref", cwd=tmp_path)
+    assert wait_for(lambda: (tmp_path / "ref" / "metrics.csv").exists() or ref.poll() is not None, 400)
     victim = launch("qmix_ps", *RUN, "hydra.run.dir=victim", cwd=tmp_path, pause=0.25)
     folder = tmp_path / "victim"
     # kill -9 once a state checkpoint exists and the run has gone past it
@@ -59,43 +67,40 @@ def test_kill_9_then_resume_is_bit_identical_and_runs_are_deterministic(tmp_path
     # determinism: another process with the same seed and config wrote the same rows, byte for byte
     rows = before_kill[:before_kill.rfind(b"\n") + 1]  # the last row may be cut by the kill
     assert len(rows.splitlines()) >= 1 + 2 * 8 and ref_csv.startswith(rows)
+    # the same folder with another (valid) RNG key in its newest state checkpoint
+    shutil.copytree(folder, tmp_path / "perturbed")
+    at = perturb_rng(latest_state(tmp_path / "perturbed"))
 
-    # a changed config is refused, naming the keys; so is another module
-    bad = cli_cases([("qmix_ps", ["RESUME=victim", "alg.LR=0.1", "NUM_SEEDS=3", "PROGRESS=True"]),
-                     ("vdn_ps", ["RESUME=victim"])], tmp_path / "cases", cwd=tmp_path)
-    assert [r["code"] for r in bad] == [2, 2], bad
+    # in one process: a changed config is refused, naming the keys; so is another module. Then the resumes,
+    # with the run's own command line (+ a result-neutral change)
+    cases = cli_cases([("qmix_ps", ["RESUME=victim", "alg.LR=0.1", "NUM_SEEDS=3", "PROGRESS=True"]),
+                       ("vdn_ps", ["RESUME=victim"]),
+                       ("qmix_ps", [*RUN, "RESUME=victim", "WATCHDOG_TIMEOUT=300"]),
+                       ("qmix_ps", ["RESUME=perturbed"])], tmp_path / "cases", cwd=tmp_path)
+    bad = cases[:2]
+    assert [r["code"] for r in cases] == [2, 2, 0, 0], [r["err"][-3000:] for r in cases]
     err = bad[0]["err"]
     assert "alg.LR: 0.005 in the run, 0.1 now" in err and "NUM_SEEDS: 2 in the run, 3 now" in err
     assert "PROGRESS" not in err.split("changes what the run computes")[1]  # result-neutral
     assert "that run was trained by qmix_ps" in bad[1]["err"]
     assert bad[0]["after"] == bad[0]["before"] and bad[1]["after"] == bad[1]["before"]
 
-    # resume with the run's own command line (+ a result-neutral change): same metrics as never stopped
-    code, out, err = finish(launch("qmix_ps", *RUN, "RESUME=victim", "WATCHDOG_TIMEOUT=300", cwd=tmp_path))
-    assert code == 0, err[-3000:]
-    assert "resuming victim from state_u" in out
+    # resumed: same metrics as never stopped
     assert (folder / "metrics.csv").read_bytes() == ref_csv
     done = json.loads((folder / "summary.json").read_text())
     want = json.loads((tmp_path / "ref" / "summary.json").read_text())
     assert done["status"] == "finished" and done["resumed_from"].startswith("victim")
     assert done["seeds"] == want["seeds"] and done["final_greedy_return"] == want["final_greedy_return"]
-    from purejaxql.checkpoint import load_params
-    for i in range(2):  # final parameters identical too
-        a = load_params(tmp_path / "ref" / "checkpoints" / f"seed7_{i}.safetensors")
-        b = load_params(folder / "checkpoints" / f"seed7_{i}.safetensors")
-        for x, y in zip(_leaves(a), _leaves(b)):
-            np.testing.assert_array_equal(x, y)
+    assert_same_params(tmp_path / "ref", folder, ["seed7_0.safetensors", "seed7_1.safetensors"])  # final params too
     # the run folder has everything, and at most CHECKPOINT_KEEP state checkpoints
     for name in ("config.yaml", "metrics.csv", "summary.json", "training_plots.png"):
         assert (folder / name).is_file(), name
     assert len(list((folder / "checkpoints").glob("state_u*.safetensors"))) <= 2
     assert not list(folder.rglob("*.tmp"))
     assert want["versions"]["jax"] and want["env_steps"] == 480 and want["num_seeds"] == 2
-
-
-def _leaves(tree):
-    import jax
-    return jax.tree.leaves(tree)
+    # the perturbed resume continued from its checkpoint: rows before it as the reference's, all after differ
+    assert_resumed_from(tmp_path / "ref" / "metrics.csv", tmp_path / "perturbed" / "metrics.csv", at)
+    assert params_differ(tmp_path / "ref", tmp_path / "perturbed", "seed7_0.safetensors")
 
 
 @pytest.mark.timeout(400)

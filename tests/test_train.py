@@ -99,8 +99,6 @@ def test_unknown_and_bad_keys_are_named(mpe):
         vdn_ps.make_train({**cfg, "BUFFER_SIZE": 8, "BUFFER_BATCH_SIZE": 4}, env)
     with pytest.raises(ConfigError, match="LEARNING_STARTS"):
         vdn_ps.make_train({**cfg, "LEARNING_STARTS": 1e6}, env)
-    with pytest.raises(ConfigError, match="never be synced"):
-        vdn_ps.make_train({**cfg, "TARGET_UPDATE_INTERVAL": 200}, env)
     with pytest.raises(ConfigError, match="MAX_GRAD_NORM"):
         vdn_ps.make_train({**cfg, "MAX_GRAD_NORM": -1}, env)
     with pytest.raises(ConfigError, match="LR_LINEAR_DECAY must be True or False"):
