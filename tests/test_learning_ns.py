@@ -1,33 +1,40 @@
-"""Per-agent parameters learn on agents of different shapes: MPE_simple_speaker_listener_v4 (speaker:
-3 obs, 3 actions; listener: 11 obs, 5 actions).
+"""Per-agent parameters learn on agents of different shapes, MPE_simple_speaker_listener_v4 (speaker:
+3 obs, 3 actions; listener: 11 obs, 5 actions), and the listener learns to use the speaker's message.
 
-A uniformly random policy scores a team return of -83.8 there (1024 episodes, measured with the
-script in bench/random_policy.py); the untrained greedy networks score about -200. The trained agents
-must beat random by a clear margin. Measured with this config (seed 0, 1.5e5 env steps, ~1 minute
-each): vdn_ns -41.9, qmix_ns -38.3.
+Only the speaker sees the goal; the listener sees its velocity, the landmarks and the speaker's message.
+The baseline to beat is a listener that ignores the speaker: trained with this CONFIG on the same env with
+the message zeroed in the listener's observation (``python bench/learning_baselines.py mute-speaker
+--seeds 0 1 2 3``), qmix_ns ends at a greedy team return of -31.9, -31.9, -33.5, -31.9 (seeds 0-3), and no
+greedy evaluation during those runs scored above -27.5: without the message the listener can only head
+between the landmarks. With the message, qmix_ns ends at -15.4, -16.5, -16.2, -19.5 (seeds 0-3). A
+uniformly random policy scores -83.8 (1024 episodes, ``bench/random_policy.py``); the untrained greedy
+networks -335.2 (seed 0).
+
+Budget: feed-forward agents, 4 gradient steps per update and a target sync every 20 updates learn to
+communicate within 5e5 env steps (~40 s of training on 2 cores); with the ``ql_rnn_mpe`` settings (GRU,
+target sync every 200 updates) the message is still unused at 1.5e5 steps (qmix_ns seeds 0-2: -41.5,
+-36.4, -41.4 with the message, -39.0, -35.7, -40.0 without) and only pays off near 1e6 steps (-16.0).
 """
 import jax
 import numpy as np
 import pytest
 
-from purejaxql import qmix_ns, vdn_ns
+from purejaxql import qmix_ns
 from purejaxql.run import make_env
 
 RANDOM_RETURN = -83.8
-THRESHOLD = -55.0
+THRESHOLD = -25.0  # above every muted listener's evaluations (best -27.5), below every listener's end (-19.5)
 
-CONFIG = {"ENV_NAME": "MPE_simple_speaker_listener_v4", "TOTAL_TIMESTEPS": 1.5e5, "NUM_ENVS": 8,
-          "BUFFER_SIZE": 5000, "BUFFER_BATCH_SIZE": 32, "EPSILON_ANNEAL_TIME": 5e4, "MAX_GRAD_NORM": 25,
-          "TARGET_UPDATE_INTERVAL": 200, "LR": 0.005, "LR_LINEAR_DECAY": True, "GAMMA": 0.9,
-          "TIMEOUT_AS_TERMINAL": False, "LEARNING_STARTS": 10000, "TEST_INTERVAL": 0.1,
-          "TEST_NUM_ENVS": 256}
+CONFIG = {"ENV_NAME": "MPE_simple_speaker_listener_v4", "TOTAL_TIMESTEPS": 5e5, "NUM_ENVS": 8,
+          "AGENT_TYPE": "ff", "NUM_EPOCHS": 4, "BUFFER_SIZE": 5000, "BUFFER_BATCH_SIZE": 32,
+          "EPSILON_ANNEAL_TIME": 5e4, "MAX_GRAD_NORM": 25, "TARGET_UPDATE_INTERVAL": 20, "LR": 0.005,
+          "LR_LINEAR_DECAY": True, "GAMMA": 0.9, "TIMEOUT_AS_TERMINAL": False, "LEARNING_STARTS": 10000,
+          "TEST_INTERVAL": 0.1, "TEST_NUM_ENVS": 256}
 
 
-# vdn_ns is marked slow (CI time): the same per-agent variant and loop as qmix_ns, another loss
-@pytest.mark.parametrize("module", [pytest.param(vdn_ns, marks=pytest.mark.slow), qmix_ns], ids=["vdn_ns", "qmix_ns"])
-def test_ns_beats_random_on_speaker_listener(module):
+def test_qmix_ns_listener_uses_the_speaker():
     env = make_env(CONFIG)
-    out = jax.jit(module.make_train(CONFIG, env))(jax.random.PRNGKey(0))
+    out = jax.jit(qmix_ns.make_train(CONFIG, env))(jax.random.PRNGKey(0))
     ret = np.asarray(out["metrics"]["test_returned_episode_returns"])
     assert ret[0] < RANDOM_RETURN  # untrained greedy agents are worse than random
     assert ret[-1] > THRESHOLD, ret

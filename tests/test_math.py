@@ -12,7 +12,7 @@ from purejaxql.iql import iql_loss
 from purejaxql.networks import AgentNetwork, SharedAgents
 from purejaxql.qmix import init_mixer, make_mixer, qmix_loss
 from purejaxql.rl_math import (double_q_bootstrap, double_q_td_error, epsilon_greedy,
-                               linear_schedule, masked_argmax)
+                               linear_schedule, masked_argmax, masked_mean)
 from purejaxql.vdn import vdn_loss, vdn_mix
 
 
@@ -537,3 +537,17 @@ def test_shared_agents_equals_per_agent_application(recurrent):
         np.testing.assert_allclose(q[:, :, i], np.asarray(q_net), rtol=1e-5, atol=1e-5)
     if not recurrent:
         np.testing.assert_array_equal(h_out, hidden)
+
+
+def test_masked_mean_against_a_plain_loop():
+    """The mask covers x's leading axes and weights every trailing entry; all-zero mask -> 0."""
+    rs = np.random.RandomState(0)
+    x = rs.randn(5, 4, 3).astype(np.float32)
+    mask = (rs.rand(5, 4) > 0.4).astype(np.float32)
+    picked = [x[t, b, i] for t in range(5) for b in range(4) for i in range(3) if mask[t, b]]
+    assert 0 < len(picked) < x.size
+    np.testing.assert_allclose(float(masked_mean(jnp.asarray(x), jnp.asarray(mask))), np.mean(picked), rtol=1e-6)
+    np.testing.assert_allclose(float(masked_mean(jnp.asarray(x))), x.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(masked_mean(jnp.asarray(x[..., 0]), jnp.asarray(mask))),
+                               np.mean([v for v, m in zip(x[..., 0].ravel(), mask.ravel()) if m]), rtol=1e-6)
+    assert float(masked_mean(jnp.asarray(x), jnp.zeros((5, 4)))) == 0.0

@@ -2,7 +2,9 @@
 included), and the three modules run on MPE and SMAX (GRU, BatchNorm, memory window, per-agent
 parameters, independent learners, a frozen pretrained agent) with tiny budgets."""
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from envs import EchoGame
@@ -104,6 +106,71 @@ def test_q_lambda_targets_match_a_plain_loop(mixer, timeout_terminal):
             got = g[:, b] if i is None else g[:, b, i]
             np.testing.assert_allclose(got, want_g, rtol=1e-4, atol=1e-4)
             np.testing.assert_array_equal(mask[:, b], want_mask)
+
+
+def reference_learn(cfg, learner, params, data, rng, vdn, first_step=0):
+    """PQN's learning stage written from the formula: NUM_EPOCHS passes, each over NUM_MINIBATCHES
+    minibatches of a random permutation of the S samples; per minibatch one step of global-norm clipping
+    and Adam / RAdam on loss = mean over the loss mask of (Σ_i Q_i(o_i, a_i) - G)² (MIXER none: of
+    (Q_i(o_i, a_i) - G_i)², every agent's term). -> (params, mean loss, mean Q of the taken actions)."""
+    E, n_mb = cfg["NUM_EPOCHS"], cfg["NUM_MINIBATCHES"]
+    total = E * n_mb * cfg["NUM_UPDATES"]
+
+    def loss(p, idx):
+        mb = [jnp.take(x, idx, axis=0 if k == "hidden" else 1) for k, x in zip(data._fields, data)]
+        obs, first, hidden, a_tm1, g, mask = mb
+        _, q = learner.apply({"params": p}, hidden, obs, first)                  # (1, M, Nt, A)
+        q_tm1 = jnp.take_along_axis(q, a_tm1[..., None], -1)[..., 0]              # (1, M, Nt)
+        if vdn:
+            err = (q_tm1.sum(-1) - g) ** 2                                       # (1, M)
+            return jnp.sum(mask * err) / jnp.sum(mask), q_tm1.mean()
+        err = (q_tm1 - g) ** 2                                                   # (1, M, Nt)
+        return jnp.sum(mask[..., None] * err) / (jnp.sum(mask) * err.shape[-1]), q_tm1.mean()
+
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    direction = optax.scale_by_radam() if cfg["OPTIMIZER"] == "radam" else optax.scale_by_adam()
+    state, losses, qs, k = direction.init(params), [], [], first_step
+    S = data.first.shape[1]
+    for key in jax.random.split(rng, E):
+        for idx in jax.random.permutation(key, S).reshape(n_mb, S // n_mb):
+            (l, qv), g = grad(params, idx)
+            norm = jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))
+            g = jax.tree.map(lambda x: x * jnp.minimum(1.0, cfg["MAX_GRAD_NORM"] / norm), g)
+            u, state = direction.update(g, state, params)
+            lr = cfg["LR"] + min(k / total, 1.0) * (1e-10 - cfg["LR"]) if cfg["LR_LINEAR_DECAY"] else cfg["LR"]
+            params = jax.tree.map(lambda p, d: p - lr * d, params, u)
+            losses.append(float(l))
+            qs.append(float(qv))
+            k += 1
+    return params, np.mean(losses), np.mean(qs)
+
+
+@pytest.mark.parametrize("mixer,optimizer,decay", [("vdn", "adam", False), ("none", "radam", True)])
+def test_learning_stage_matches_a_reference(mixer, optimizer, decay):
+    """Two epochs of two minibatches on a real rollout (time-outs masked out of the loss): the updated
+    parameters, the mean loss and the mean Q-value equal :func:`reference_learn`."""
+    env = EchoGame()
+    cfg = tiny(NUM_STEPS=12, NUM_ENVS=4, TOTAL_TIMESTEPS=12 * 4 * 2, AGENT_TYPE="ff", MIXER=mixer,
+               OPTIMIZER=optimizer, LR_LINEAR_DECAY=decay, LR=0.01, MAX_GRAD_NORM=0.5, GAMMA=0.9)
+    train, P, runner, params = stages(cfg, env)
+
+    @jax.jit
+    def go(runner):
+        carry, steps, h = P.rollout(params, runner.env, 0.5, jax.random.PRNGKey(3))
+        g, mask = P.targets(params, carry, steps)
+        data = P.samples(steps, runner.context, g, mask)
+        return data, P.learn(runner.train, data, jax.random.PRNGKey(4))
+    data, (ts, loss, qvals) = go(runner)
+    assert 0 < float(data.mask.sum()) < data.mask.size  # time-outs are left out
+    want, want_loss, want_q = reference_learn(train.config, train.agents.learner, params["params"], data,
+                                              jax.random.PRNGKey(4), mixer == "vdn")
+    assert int(ts.grad_steps) == 4
+    np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(float(qvals), want_q, rtol=1e-5, atol=1e-7)
+    for got, ref, p0 in zip(jax.tree.leaves(ts.params["agent"]["params"]), jax.tree.leaves(want),
+                            jax.tree.leaves(params["params"])):
+        assert not np.allclose(np.asarray(ref), np.asarray(p0))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=2e-4, atol=2e-6)
 
 
 def check(train, out, updates, per_agent=False):

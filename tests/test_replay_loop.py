@@ -201,3 +201,30 @@ def test_rollout_stores_each_steps_state_and_time_out_flag():
     np.testing.assert_array_equal(c.first, steps_in == 0)
     np.testing.assert_array_equal(c.timeout, c.dones & (steps_in == ENV.max_steps - 1))
     assert c.timeout.any() and (c.dones & ~c.timeout).any()  # both kinds of episode end happened
+
+
+def test_each_epoch_learns_on_a_fresh_sample_and_the_metrics_average_the_epochs():
+    """NUM_EPOCHS = 3: the learning stage takes one learner step per epoch, each on its own buffer sample
+    (keys split from the stage's key), and reports the mean loss and mean Q-value of the three steps."""
+    train = make(vdn_ps, NUM_EPOCHS=3)
+    P = train.parts
+    runner = jax.jit(train.init)(jax.random.PRNGKey(0))
+    update = jax.jit(P.update)
+    for u in range(2):
+        runner, _ = update(runner, jnp.int32(u))
+    rng = jax.random.PRNGKey(7)
+    ts, loss, qvals = jax.jit(P.learn)(runner.train, runner.buffer, rng)
+
+    @jax.jit
+    def by_hand(ts):
+        out = []
+        for k in jax.random.split(rng, 3):
+            ts, m = P.learn_step(ts, P.sequences(P.buffer.sample(runner.buffer, k).experience))
+            out.append(m)
+        return ts, jnp.array(out)                                       # (3 epochs, (loss, qvals))
+    ts_ref, m = jax.tree.map(np.asarray, by_hand(runner.train))
+    assert len(np.unique(m[:, 0])) == 3 and not np.allclose(m[:, 0], m[:, 1])  # distinct steps and metrics
+    np.testing.assert_allclose([float(loss), float(qvals)], m.mean(0), rtol=1e-5)
+    assert int(ts.grad_steps) == int(runner.train.grad_steps) + 3
+    for got, ref in zip(jax.tree.leaves(ts.params), jax.tree.leaves(ts_ref.params)):
+        np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-7)

@@ -2,7 +2,11 @@
 purejaxql.config.check_run_keys): state checkpoints, metrics.csv, the NaN check, the Recorder, config
 comparison, key prechecks and the clean-up of unused run folders. Tiny numpy / jnp pytrees only: no
 training program is compiled, the whole file runs in a few seconds."""
+import errno
+import functools
 import json
+import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,6 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+import purejaxql.checkpoint as ck
 import purejaxql.run_folder as rf
 from purejaxql.config import RUN_KEYS, ConfigError, check_run_keys
 from purejaxql.run import _precheck_keys, _remove_unused_run_dir, checkpoint_every, run_summary
@@ -152,7 +157,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
     with pytest.raises(RuntimeError):
         rf.atomic_write(target, broken)
-    assert target.read_text() == "old"
+    assert target.read_text() == "old" and not list(target.parent.glob("*.tmp"))  # no partial file left
 
 
 # ----------------------------------------------------------------------------------------- 2. load errors
@@ -554,3 +559,152 @@ def test_metrics_csv_with_config_and_seed_columns(tmp_path):
 def test_chunk_size_divides_and_aims_at_100_chunks(n, size):
     from purejaxql.run import chunk_size
     assert chunk_size(n) == size and n % size == 0
+
+
+# ----------------------------------------------------------------- 11. storage: size, free space, umask
+
+
+@functools.lru_cache(maxsize=None)
+def _buffer_program(runs: int, capacity: int):
+    import flashbax as fbx
+    buf = fbx.make_trajectory_buffer(add_batch_size=2, sample_batch_size=2, sample_sequence_length=2, period=1,
+                                     min_length_time_axis=2, max_length_time_axis=capacity)
+    item = {"obs": jnp.zeros((3, 40)), "avail": jnp.zeros((3, 40)), "done": jnp.zeros((3,), bool),
+            "act": jnp.zeros((3,), jnp.int32)}
+
+    def one_run(key, adds):
+        def add(i, state):
+            k1, k2, k3 = jax.random.split(jax.random.fold_in(key, i), 3)
+            batch = {"obs": jax.random.normal(k1, (2, 1, 3, 40)), "avail": jnp.ones((2, 1, 3, 40)),
+                     "done": jax.random.bernoulli(k2, 0.3, (2, 1, 3)),
+                     "act": jax.random.randint(k3, (2, 1, 3), 0, 5)}
+            return buf.add(state, batch)
+        return {"buffer": jax.lax.fori_loop(0, adds, add, buf.init(item)), "w": jax.random.normal(key, (4,))}
+    return jax.jit(jax.vmap(one_run, in_axes=(0, None)))
+
+
+def filled_buffer(adds: int, runs: int = 2, capacity: int = 8):
+    """A runner-like state holding a real flashbax trajectory buffer (runs x 2 envs x ``capacity`` time
+    steps) after ``adds`` adds of random items, made by jitted code as in training."""
+    return {"runner": _buffer_program(runs, capacity)(jax.random.split(jax.random.PRNGKey(adds), runs), adds),
+            "hp": {}}
+
+
+def stored_tensors(path):
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+@pytest.mark.parametrize("adds", [3, 11])
+def test_a_replay_buffer_is_stored_up_to_its_filled_part_and_loads_bit_identical(tmp_path, adds):
+    """Part-filled (3 of 8 time steps): only those are stored, the rest comes back as the zeros the live
+    buffer holds there. Wrapped around (11 adds): all of it is stored."""
+    state = filled_buffer(adds)
+    path = rf.save_state(tmp_path, state, {}, adds, {}, keep=2)
+    packed = rf.state_header(path)["packed"]
+    stored = stored_tensors(path)
+    names = [f"state['runner']['buffer'].experience['{k}']" for k in ("act", "avail", "done", "obs")]
+    assert sorted(n for n in stored if ".experience" in n) == names
+    obs = names[3]
+    if adds < 8:
+        assert {n: (packed[n]["axis"], packed[n]["length"]) for n in names} == {n: (2, 8) for n in names}
+        assert stored[obs].shape == (2, 2, 3, 3, 40) and not packed[obs].get("zlib")  # random: not compressed
+        assert np.asarray(state["runner"]["buffer"].experience["obs"])[:, :, 3:].tobytes() == \
+            bytes(2 * 2 * 5 * 3 * 40 * 4)  # what is left out: zeros in the live buffer
+    else:
+        assert not any("axis" in packed.get(n, {}) for n in names) and stored[obs].shape == (2, 2, 8, 3, 40)
+    assert packed[names[1]]["zlib"] and stored[names[1]].nbytes < 1000  # ones: compressed
+    loaded, _, _ = rf.load_state(path, template_of(state))
+    assert_same_tree(loaded, state)
+    assert path.stat().st_size < sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)) * (0.7 if adds < 8 else 1)
+
+
+def test_pack_tensors_round_trip_and_bad_recipes():
+    rs = np.random.RandomState(0)
+    special = np.tile(SPECIAL_BITS.view(np.float32), 2000)  # NaN payload, -0.0, denormal, inf: repetitive
+    tensors = {"noise": np.frombuffer(rs.bytes(40000), np.float32).reshape(100, 100), "special": special,
+               "flags": rs.rand(50, 200) > 0.9, "small": np.arange(10, dtype=np.int32),
+               "part": np.concatenate([rs.rand(3, 5).astype(np.float32), np.zeros((4, 5), np.float32)])}
+    stored, recipes = ck.pack_tensors(tensors, {"part": (0, 3), "noise": (1, 100)})
+    assert sorted(recipes) == ["flags", "part", "special"]  # noise: incompressible, full; small: too small
+    assert recipes["part"] == {"axis": 0, "length": 7} and stored["part"].shape == (3, 5)
+    assert recipes["special"]["zlib"] and stored["special"].dtype == np.uint8
+    assert stored["noise"] is tensors["noise"] or stored["noise"].tobytes() == tensors["noise"].tobytes()
+    for name, x in tensors.items():
+        back = ck.unpack_tensor(name, stored[name], recipes.get(name, {}))
+        assert back.dtype == x.dtype and back.shape == x.shape and back.tobytes() == x.tobytes(), name
+    z = stored["special"]
+    with pytest.raises(ValueError, match="do not hold"):  # the recipe promises less than the data holds
+        ck.unpack_tensor("special", z, {**recipes["special"], "shape": [10]})
+    with pytest.raises(ValueError, match="do not hold"):
+        ck.unpack_tensor("special", z, {**recipes["special"], "shape": [16000]})
+    with pytest.raises(ValueError, match="do not hold"):  # cut short
+        ck.unpack_tensor("special", z[: len(z) // 2], recipes["special"])
+    with pytest.raises(ValueError, match="cannot be 2 long on axis 0"):
+        ck.unpack_tensor("part", stored["part"], {"axis": 0, "length": 2})
+
+
+def test_a_corrupt_packed_tensor_is_reported_by_name(tmp_path):
+    state = filled_buffer(3)
+    path = rf.save_state(tmp_path, state, {}, 3, {}, keep=2)
+    tensors = stored_tensors(path)
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+    name = "state['runner']['buffer'].experience['avail']"
+    tensors[name] = tensors[name][:-3]
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(ConfigError, match=r"corrupt or not a purejaxql training state.*experience\['avail'\]"):
+        rf.load_state(path, template_of(state))
+
+
+def test_no_room_for_a_state_checkpoint_stops_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setattr(rf, "PLOT_EVERY_S", 1e12)
+    run = tmp_path / "run"
+    full = make_history(6)
+    rec = _recorder(run, 2, num_updates=6, keep=1)
+    rec.chunk(make_runner(seed=2), cut(full, 2), np.ones(S, bool), 2)
+    kept = run / "checkpoints" / "state_u000000002.safetensors"
+    before = kept.read_bytes()
+    monkeypatch.setattr(ck, "free_bytes", lambda folder: 123_456)  # a nearly full disk
+    with pytest.raises(rf.TrainingStopped) as e:
+        rec.chunk(make_runner(seed=4), cut(full, 4, 2), np.ones(S, bool), 4)
+    msg = str(e.value)
+    assert msg.startswith(f"not enough free space in {run / 'checkpoints'} for state_u000000004.safetensors: "
+                          "it needs ") and "123,456 are free" in msg, msg
+    assert f"the newest state checkpoint, {kept}, is kept" in msg and f"RESUME={run}" in msg
+    needed = int(msg.split("it needs ")[1].split(" bytes")[0].replace(",", ""))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [kept.name]  # nothing new, nothing deleted
+    assert kept.read_bytes() == before
+    monkeypatch.setattr(ck, "free_bytes", lambda folder: 10**15)
+    written = rf.save_state(run, make_runner(seed=4), cut(full, 4), 4, rec.header, keep=1)
+    assert written.stat().st_size == needed  # the check counted the bytes the file takes
+    # a disk that fills up while writing: ENOSPC -> NotEnoughSpace, no partial file, the old version kept
+
+    def disk_full(tmp):
+        Path(tmp).write_bytes(b"half of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(ck.NotEnoughSpace, match=r"no space left in .* while writing state_u000000004"):
+        ck.atomic_write(written, disk_full)
+    assert not list((run / "checkpoints").glob("*.tmp")) and written.stat().st_size == needed
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    final = tmp_path / "checkpoints" / "seed0_0.safetensors"
+    final.parent.mkdir()
+    stale = final.with_name(final.name + ".tmp")  # left by a killed run, with another mode
+    stale.write_bytes(b"x")
+    stale.chmod(0o600 if mode != 0o600 else 0o644)
+    old = os.umask(umask)
+    try:
+        ck.save_checkpoint(final, {"agent": {"w": np.ones(3, np.float32)}, "mixer": {}}, {"module": "vdn_ps"})
+        state = rf.save_state(tmp_path, make_runner(), make_history(2), 2, {}, keep=2)
+        rf.MetricsCSV(tmp_path / "metrics.csv").rewrite(make_history(2))
+        rf.write_json(tmp_path / "summary.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for f in (final, final.with_suffix(".yaml"), state, tmp_path / "metrics.csv", tmp_path / "summary.json"):
+        assert stat.S_IMODE(f.stat().st_mode) == mode, (f.name, oct(f.stat().st_mode))
+    assert not stale.exists()

@@ -30,8 +30,18 @@ mutant, are dropped.
 Usage (from the repository root, with the project's venv):
 
     python tools/mutate.py --list                                   # count the candidates per file
-    python tools/mutate.py --max-mutants 80 --seed 0 --report mut.tsv
+    python tools/mutate.py --max-mutants 64 --seed 0 --report mut.tsv
     python tools/mutate.py --same-as mut.tsv --report mut_after.tsv # exactly the mutants of an old report
+    python tools/mutate.py --same-as mut.tsv --only survived --report surv.tsv   # only its survivors
+    python tools/mutate.py --rev OLD --max-mutants 64 --plan-only --report plan.tsv  # choose, run nothing
+    python tools/mutate.py --same-as mut.tsv --only ID --tests "tests/test_x.py::test_y" --report x.tsv
+
+``--rev REV`` mutates a committed revision (``git archive``) instead of the working tree. ``--same-as``
+finds each earlier mutant again by file, operator and original -> mutated text, so edits elsewhere in a
+file (moved lines) do not lose it; mutants whose code is gone are reported as ``missing``.
+``--exclude OLD.tsv`` samples new mutants only, to extend a campaign; ``--summary-only`` rewrites the
+``.md`` of a (joined) TSV. Each mutant's test process gets a persistent JAX compilation cache in the work
+folder, so programs a mutant leaves unchanged are not compiled again.
 
 The report is a TSV (one row per mutant, written as each finishes) plus ``<report>.md``, a summary.
 A mutant is *killed* when its tests fail (or cannot even be collected), *survived* when they pass, and
@@ -80,19 +90,23 @@ TARGETS: Dict[str, dict] = {
         "tests/test_frozen_agents.py::test_frozen_agent_acts_greedily_in_the_training_rollout[vdn]"]),
     "pqn.py": dict(quota=12, tests=[
         "tests/test_pqn.py::test_q_lambda_targets_match_a_plain_loop",
+        "tests/test_pqn.py::test_learning_stage_matches_a_reference",
         "tests/test_pqn.py::test_learner_replays_exactly_what_the_actor_saw",
         "tests/test_pqn.py::test_pqn_ps_independent_learners_on_agents_of_different_shapes",
         "tests/test_frozen_agents.py::test_frozen_agent_acts_greedily_in_the_training_rollout[pqn]"]),
     "loop.py": dict(quota=9, tests=[
+        "tests/test_bookkeeping.py",
         "tests/test_frozen_agents.py::test_frozen_agent_acts_greedily_in_the_training_rollout[vdn]",
         "tests/test_train.py::test_notebook_usage_and_output_contract",
         "tests/test_pqn.py::test_pqn_ps_pretrained_trains_beside_a_frozen_prey"]),
     "evaluation.py": dict(quota=10, tests=[
+        "tests/test_bookkeeping.py",
         "tests/test_variants.py::test_teams_and_per_agent_metrics",
         "tests/test_alignment.py::test_stored_steps_follow_the_episodes",
         "tests/test_train.py::test_notebook_usage_and_output_contract",
         "tests/test_pqn.py::test_pqn_ps_independent_learners_on_agents_of_different_shapes"]),
-    "utils.py": dict(quota=10, tests=["tests/test_wrapper.py"]),
+    "utils.py": dict(quota=10, tests=["tests/test_wrapper.py", "tests/test_bookkeeping.py",
+                                      "tests/test_defaults.py::test_time_outs_follow_the_env_unless_set"]),
 }
 
 # Functions never mutated (host-side printing only).
@@ -693,6 +707,9 @@ def main(argv=None) -> int:
                     help="a mutant times out after this many times the unmutated run, plus 60 s")
     ap.add_argument("--time-budget", type=float, default=None,
                     help="minutes: start no new mutant after this (the rest are reported as not_run)")
+    ap.add_argument("--plan-only", action="store_true",
+                    help="run nothing: write the chosen mutants to --report with outcome 'planned' (to run the "
+                         "very same mutants on two revisions with --same-as)")
     ap.add_argument("--no-jax-cache", action="store_true",
                     help="compile everything afresh in each test process (default: a persistent JAX "
                          "compilation cache in the work folder, shared by the runs)")
@@ -753,6 +770,13 @@ def main(argv=None) -> int:
           (f"; {len(missing)} of the earlier report's mutants are no longer in the sources" if missing else ""),
           flush=True)
 
+    if args.plan_only:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.unlink(missing_ok=True)
+        for i, m in enumerate(chosen):
+            write_row(args.report, m, "planned", 0.0, "", i == 0)
+        print(f"mutate: {len(chosen)} mutants written to {args.report}")
+        return 0
     for f in files:
         tests_of[f], gone = existing_tests(root, tests_of[f])
         if gone:
