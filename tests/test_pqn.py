@@ -173,6 +173,26 @@ def test_learning_stage_matches_a_reference(mixer, optimizer, decay):
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=2e-4, atol=2e-6)
 
 
+def test_an_update_reports_the_loss_and_q_values_of_its_learning_stage():
+    """The update's metrics carry the learning stage's mean loss and mean Q-value, each under its name
+    (recomputed here from the same rollout and keys), and its ε."""
+    env = EchoGame()
+    train, P, runner, params = stages(tiny(AGENT_TYPE="ff", NUM_STEPS=6, REW_SCALE=5.0), env)
+
+    @jax.jit
+    def both(runner):
+        _, metrics = P.update(runner, jnp.int32(0))
+        _, k_roll, k_learn = jax.random.split(runner.rng, 3)
+        carry, steps, _ = P.rollout(params, runner.env, metrics["epsilon"], k_roll)
+        g, mask = P.targets(params, carry, steps)
+        _, loss, qvals = P.learn(runner.train, P.samples(steps, runner.context, g, mask), k_learn)
+        return metrics, loss, qvals
+    metrics, loss, qvals = jax.tree.map(np.asarray, both(runner))
+    assert float(metrics["epsilon"]) == train.config["EPSILON_START"]
+    assert abs(float(loss) - float(qvals)) > 1e-3  # distinguishable
+    np.testing.assert_allclose([metrics["loss"], metrics["qvals"]], [loss, qvals], rtol=1e-5)
+
+
 def check(train, out, updates, per_agent=False):
     cfg = train.config
     m = jax.tree.map(np.asarray, out["metrics"])

@@ -2,10 +2,11 @@
 
 Greedy QMIX reaches the optimal payoff 8 per agent (team return 16); VDN and IQL settle for 7 (14).
 A greedy return alone is a weak check: an untrained network's greedy joint action already gives 14 for
-about half of all seeds and 16 for about one in eight (``python bench/learning_baselines.py two-step``).
+half of all seeds (49.7 %) and 16 for 27.1 % (``python bench/learning_baselines.py two-step``, 1024 seeds).
 So each test also asserts that the learned Q-values sit at the fixed point of the algorithm's update
 under uniformly random joint actions, computed below from the payoffs (``fixed_point``); untrained
-networks are at least 3.9 away from it (max over the table), however lucky their greedy actions.
+networks are far from it, however lucky their greedy actions (max over the table: at least 6.8 for IQL,
+13.6 for VDN, 16.0 for QMIX, over those 1024 seeds).
 """
 import jax
 import jax.numpy as jnp

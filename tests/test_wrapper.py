@@ -50,6 +50,13 @@ def test_spread_sizes(spread):
     assert w.has_won is False
 
 
+def test_obs_size_without_agent_id_is_the_padded_observation(spread):
+    """Per-agent networks (``_ns``) observe without the agent id: obs_size is what the wrapper returns."""
+    w = CTRolloutManager(spread["env"], 2, add_agent_id=False)
+    obs, _ = w.batch_reset(jax.random.PRNGKey(0))
+    assert w.obs_size == 18 and all(obs[a].shape == (2, w.obs_size) for a in w.agents)
+
+
 def test_spread_batch_obs_shapes_and_agent_id(spread):
     obs, agents = spread["obs"], spread["env"].agents
     for i, a in enumerate(agents):

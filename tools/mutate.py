@@ -91,6 +91,7 @@ TARGETS: Dict[str, dict] = {
     "pqn.py": dict(quota=12, tests=[
         "tests/test_pqn.py::test_q_lambda_targets_match_a_plain_loop",
         "tests/test_pqn.py::test_learning_stage_matches_a_reference",
+        "tests/test_pqn.py::test_an_update_reports_the_loss_and_q_values_of_its_learning_stage",
         "tests/test_pqn.py::test_learner_replays_exactly_what_the_actor_saw",
         "tests/test_pqn.py::test_pqn_ps_independent_learners_on_agents_of_different_shapes",
         "tests/test_frozen_agents.py::test_frozen_agent_acts_greedily_in_the_training_rollout[pqn]"]),
