@@ -31,9 +31,27 @@ def available_algs() -> List[str]:
                   if p.name.endswith(".yaml"))
 
 
+def import_jaxmarl():
+    """``import jaxmarl`` without the lines it prints on its first import ("Importing submoduled
+    environments...", "... not found. Skipping import."): a run shows only what purejaxql says (what
+    it writes to stderr still shows)."""
+    if "jaxmarl" not in sys.modules:
+        import io
+        # jaxmarl's MABrax module sets sys.stdout / sys.stderr back to sys.__stdout__ / sys.__stderr__ while
+        # importing, so those are pointed at the same streams too, and all four are restored afterwards
+        saved = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
+        sys.stdout = sys.__stdout__ = io.StringIO()
+        sys.__stderr__ = sys.stderr
+        try:
+            import jaxmarl  # noqa: F401
+        finally:
+            sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = saved
+    return sys.modules["jaxmarl"]
+
+
 def make_env(cfg: Dict[str, Any]):
     """Build the JaxMARL env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS)."""
-    import jaxmarl
+    jaxmarl = import_jaxmarl()
     name = cfg.get("ENV_NAME")
     kwargs = dict(cfg.get("ENV_KWARGS") or {})
     if name not in jaxmarl.registered_envs:
@@ -686,6 +704,10 @@ def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
     print one message and exit 2; a run stopped by NAN_CHECK exits 4; real bugs show their traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # a bug in purejaxql shows its whole traceback
+    # hydra's logging set-up lets JAX's INFO lines through ("Unable to initialize backend 'tpu'" on every
+    # start without a TPU); JAX's warnings and errors still show
+    import logging
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     user_overrides = [a for a in argv if not a.startswith("-")]
     names = available_algs()
 

@@ -57,7 +57,9 @@ def test_each_alg_config_runs(alg, envname, tmp_path):
 def test_default_alg_and_per_agent_returns_of_an_ns_module_on_a_competitive_game(tmp_path):
     r = cli("iql_ns", "alg.ENV_NAME=MPE_simple_tag_v3", *TINY, "alg.TEST_NUM_STEPS=26", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "no +alg given, using +alg=iql_mpe" in r.stdout
+    # a quiet start: what purejaxql says first, none of jaxmarl's import lines or JAX's TPU probe line
+    assert r.stdout.startswith("purejaxql: no +alg given, using +alg=iql_mpe"), r.stdout[:500]
+    assert "Importing submoduled" not in r.stdout + r.stderr and "backend 'tpu'" not in r.stdout + r.stderr
     assert "iql_smax" in r.stdout  # the available configs are listed
     assert re.search(r"iql_ns on MPE_simple_tag_v3: final greedy team return -?\d", r.stdout), r.stdout
     for who in ("agent adversary_0", "agent adversary_2", "agent agent_0", "team adversary"):

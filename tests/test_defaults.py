@@ -58,3 +58,20 @@ def test_time_outs_follow_the_env_unless_set(env_cfg, want):
         "TIMEOUT_AS_TERMINAL"] is want
     for given in (True, False):  # a value set by the user wins
         assert vdn_ps.make_train({**base, "TIMEOUT_AS_TERMINAL": given}, env).config["TIMEOUT_AS_TERMINAL"] is given
+
+
+SHIPPED = sorted(p.stem for p in (ROOT / "config" / "alg").glob("*.yaml") if not p.stem.endswith("_pretrained"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_is_valid_for_its_algorithm(name):
+    """Each shipped alg config resolves with its algorithm (keys known, values in range) on its env; the
+    CPU-sized SMAX configs set the same keys as the GPU-sized ones they sit beside."""
+    from purejaxql import iql_ps
+    cfg = shipped(name)
+    module = {"iql": iql_ps, "vdn": vdn_ps, "qmix": qmix_ps, "pqn": pqn_ps}[name.split("_")[0]]
+    resolved = module.make_train(without_env_keys(cfg), make_env(cfg)).config
+    assert resolved["NUM_UPDATES"] >= 1
+    if name.endswith("_cpu"):
+        assert set(cfg) == set(shipped(name[:-len("_cpu")]))
+        assert resolved["AGENT_HIDDEN_DIM"] <= 64 and resolved["NUM_EPOCHS"] == 1
