@@ -29,10 +29,11 @@ def cli(module, *args, cwd, default_xla_level=False):
 @pytest.mark.parametrize("alg,envname", [
     pytest.param("iql", "smax", marks=pytest.mark.slow), ("vdn", "mpe"),
     pytest.param("vdn", "smax", marks=pytest.mark.slow), pytest.param("qmix", "mpe", marks=pytest.mark.slow),
-    ("qmix", "smax"), ("pqn", "smax")])
+    ("qmix", "smax"), pytest.param("pqn", "smax", marks=pytest.mark.slow)])
 # iql_mpe: the default-alg test below; pqn_mpe: the pretrained showcase (its config builds on pqn_mpe);
 # qmix_mpe: tests/test_resume.py runs it through the CLI three times; iql/vdn_smax (slow) share everything
-# but the loss with qmix_smax
+# but the loss with qmix_smax; pqn_smax (slow): tests/test_defaults.py resolves it, and test_pqn.py trains
+# pqn_ns with its GRU + BatchNorm agents on SMAX
 def test_each_alg_config_runs(alg, envname, tmp_path):
     extra = ["alg.TEST_NUM_STEPS=30", "alg.MAP_NAME=2s3z"] if envname == "smax" else []  # mixed unit types
     if (alg, envname) == ("vdn", "mpe"):  # wandb offline needs no network
