@@ -701,7 +701,8 @@ def _remove_unused_run_dir(run_dir: Path):
 
 def cli(make_train: Callable, alg: str, argv: Optional[List[str]] = None):
     """Entry point of ``python -m purejaxql.<alg>``: hydra overrides from the command line. User errors
-    print one message and exit 2; a run stopped by NAN_CHECK exits 4; real bugs show their traceback."""
+    print one message and exit 2; a run stopped by NAN_CHECK or a full disk exits 4; real bugs show their
+    traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # a bug in purejaxql shows its whole traceback
     # hydra's logging set-up lets JAX's INFO lines through ("Unable to initialize backend 'tpu'" on every
