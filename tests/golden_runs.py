@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Dict, Tuple
 
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
@@ -65,12 +65,9 @@ def one_run(module: str, config: dict, with_prey: bool) -> Dict[str, np.ndarray]
     mod = importlib.import_module(f"purejaxql.{module}")
     env = make_env(config)
     cfg = {k: v for k, v in config.items() if k not in ("ENV_NAME", "MAP_NAME")}
-    if with_prey:
-        from purejaxql.checkpoint import agent_params
-        make: Callable = lambda: mod.make_train(cfg, env, {"agent_0": agent_params(resolve_path(PREY), "agent_0")})  # noqa: E731
-    else:
-        make = lambda: mod.make_train(cfg, env)  # noqa: E731
-    out = jax.jit(make())(jax.random.PRNGKey(SEED))
+    from purejaxql.checkpoint import agent_params
+    frozen = ({"agent_0": agent_params(resolve_path(PREY), "agent_0")},) if with_prey else ()
+    out = jax.jit(mod.make_train(cfg, env, *frozen))(jax.random.PRNGKey(SEED))
     result = {k: np.asarray(v) for k, v in out["metrics"].items()}
     leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(out["runner_state"].train.params)]
     result["params_sum"] = np.array(sum(float(x.sum()) for x in leaves))
@@ -87,11 +84,9 @@ def environment() -> Dict[str, str]:
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
 
 
-def compute(names=None) -> Dict[str, np.ndarray]:
+def compute() -> Dict[str, np.ndarray]:
     flat = {}
     for name, (module, config, prey) in runs().items():
-        if names and name not in names:
-            continue
         for k, v in one_run(module, config, prey).items():
             flat[f"{name}/{k}"] = v
         print(f"golden: {name} done", flush=True)
@@ -133,5 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from envs import EchoGame, TwoStepGame
-from purejaxql import pqn_ps, qmix_ps, vdn_ps
+from purejaxql import iql_ps, pqn_ps, qmix_ps, vdn_ps
 from purejaxql.run import make_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,6 @@ SHIPPED = sorted(p.stem for p in (ROOT / "config" / "alg").glob("*.yaml") if not
 def test_every_shipped_config_is_valid_for_its_algorithm(name):
     """Each shipped alg config resolves with its algorithm (keys known, values in range) on its env; the
     CPU-sized SMAX configs set the same keys as the GPU-sized ones they sit beside."""
-    from purejaxql import iql_ps
     cfg = shipped(name)
     module = {"iql": iql_ps, "vdn": vdn_ps, "qmix": qmix_ps, "pqn": pqn_ps}[name.split("_")[0]]
     resolved = module.make_train(without_env_keys(cfg), make_env(cfg)).config

@@ -1,6 +1,6 @@
 """Results unchanged by a refactor: short fixed runs of every algorithm and variant give, bit for bit, the
 metrics and final-parameter checksum kept in tests/golden/golden_metrics.npz (see tests/golden_runs.py).
-Slow (15 programs); run it before and after reshaping code: ``python -m pytest -m slow tests/test_golden.py``."""
+Slow (14 programs); run it before and after reshaping code: ``python -m pytest -m slow tests/test_golden.py``."""
 import pytest
 
 import golden_runs

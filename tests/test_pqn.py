@@ -108,7 +108,7 @@ def test_q_lambda_targets_match_a_plain_loop(mixer, timeout_terminal):
             np.testing.assert_array_equal(mask[:, b], want_mask)
 
 
-def reference_learn(cfg, learner, params, data, rng, vdn, first_step=0):
+def reference_learn(cfg, learner, params, data, rng, vdn):
     """PQN's learning stage written from the formula: NUM_EPOCHS passes, each over NUM_MINIBATCHES
     minibatches of a random permutation of the S samples; per minibatch one step of global-norm clipping
     and Adam / RAdam on loss = mean over the loss mask of (Σ_i Q_i(o_i, a_i) - G)² (MIXER none: of
@@ -129,7 +129,7 @@ def reference_learn(cfg, learner, params, data, rng, vdn, first_step=0):
 
     grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
     direction = optax.scale_by_radam() if cfg["OPTIMIZER"] == "radam" else optax.scale_by_adam()
-    state, losses, qs, k = direction.init(params), [], [], first_step
+    state, losses, qs, k = direction.init(params), [], [], 0
     S = data.first.shape[1]
     for key in jax.random.split(rng, E):
         for idx in jax.random.permutation(key, S).reshape(n_mb, S // n_mb):
