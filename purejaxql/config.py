@@ -8,8 +8,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Dict, Mapping
 
-__all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "resolve_config",
-           "check_run_keys", "unknown_key"]
+__all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "DERIVED_KEYS",
+           "defaults_for", "resolve_config", "check_run_keys", "unknown_key", "ALG_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -89,6 +89,21 @@ QMIX_DEFAULTS: Dict[str, Any] = {
     "MIXER_HYPERNET_HIDDEN_DIM": 64,  # hidden width of the hypernetworks
     "MIXER_INIT_SCALE": 0.001,        # orthogonal init scale of the hypernetworks' output layers
 }
+# Independent learners are also used in competitive games, where a team sum means little: IQL logs every
+# agent's and every team's returns by default.
+_ALGORITHM_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "iql": {**Q_LEARNING_DEFAULTS, "LOG_AGENTS_SEPARATELY": True},
+    "vdn": Q_LEARNING_DEFAULTS,
+    "qmix": {**Q_LEARNING_DEFAULTS, **QMIX_DEFAULTS},
+    "pqn": PQN_DEFAULTS,
+}
+
+
+def defaults_for(algorithm: str) -> Dict[str, Any]:
+    """Every key ``algorithm`` (iql | vdn | qmix | pqn) reads, with its default."""
+    return dict(_ALGORITHM_DEFAULTS[algorithm])
+
+
 # Which algorithm reads a key that is not common to all (for "not used by X" errors).
 KEY_OWNERS: Dict[str, str] = {
     **{k: "qmix" for k in QMIX_DEFAULTS},
@@ -101,6 +116,9 @@ RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_A
             "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME", "HYP_TUNE", "TUNE_NUM_SEEDS", "TUNE", "DISTRIBUTED"}
 # Keys resolve_config adds (not settable; left out of saved configs).
 DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
+# Every key of an alg config (any algorithm's, so "not used by X" can name the owner).
+ALG_KEYS = set(Q_LEARNING_DEFAULTS) | set(PQN_DEFAULTS) | set(QMIX_DEFAULTS) | RUN_KEYS
+NORM_TYPES = ("layer_norm", "batch_norm", "none")  # PQN's NORM_TYPE (purejaxql.networks.AgentNetwork)
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID",
              "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
 
@@ -147,17 +165,24 @@ def _number(cfg, key, cast=float):
         raise ConfigError(f"{key} must be a number, got {cfg[key]!r}") from None
 
 
-def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=None,
-                   alg_name: str = "algorithm") -> Dict[str, Any]:
-    """Fill defaults, reject unknown keys, check ranges, add derived keys (NUM_UPDATES, ...).
+def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
+    """The one place a config is resolved: fill the defaults of ``spec`` (a :class:`purejaxql.spec.Spec`:
+    its algorithm's keys, OBS_AGENT_ID by its variant), reject unknown keys, check types and ranges, and
+    add the derived keys (NUM_UPDATES, ...). The CLI resolves once, up front, and passes the result down;
+    resolving a resolved config gives it back unchanged (``make_train`` calls this for notebook users).
 
-    A value given as a JAX array (a traced hyperparameter: HYP_TUNE vmaps the program over it, see
-    purejaxql.tuning) is kept as it is; its range is checked where its concrete values are known."""
+    ``env=None`` checks what can be checked without the environment (the CLI does this before the heavy
+    libraries load): keys whose default comes from the env (NUM_STEPS, TEST_NUM_STEPS,
+    TIMEOUT_AS_TERMINAL) stay None when unset, and the checks that need them are left for the call with
+    the env. A value given as a JAX array (a traced hyperparameter: HYP_TUNE vmaps the program over it,
+    see purejaxql.tuning) is kept as it is; its range is checked where its concrete values are known."""
     traced = {k: v for k, v in config.items() if _is_array(v)}
     if traced:
-        cfg = resolve_config({k: v for k, v in config.items() if k not in traced}, defaults, env, alg_name)
+        cfg = resolve_config({k: v for k, v in config.items() if k not in traced}, spec, env)
         return {**cfg, **traced}
-    cfg = dict(config)
+    defaults = defaults_for(spec.algorithm)
+    alg_name = spec.module
+    cfg = {k: v for k, v in config.items() if k not in DERIVED_KEYS}
     unknown = [k for k in cfg if k not in defaults and k not in RUN_KEYS]
     if unknown:
         k = unknown[0]
@@ -167,23 +192,26 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
         raise unknown_key(k, list(defaults) + sorted(RUN_KEYS), alg_name)
     for k, v in defaults.items():
         cfg.setdefault(k, v)
+    if cfg["OBS_AGENT_ID"] is None:
+        cfg["OBS_AGENT_ID"] = spec.obs_agent_id_default
 
-    max_steps = getattr(env, "max_steps", None)
-    # An episode lasts at most max_steps + 1 steps (MPE's done comes one step after max_steps), so a
-    # greedy evaluation of that length always sees one whole episode per env.
-    for key, extra in (("NUM_STEPS", 0), ("TEST_NUM_STEPS", 1)):
-        if cfg[key] is None:
-            if max_steps is None:
-                raise ConfigError(f"{key} is not set and the environment has no max_steps to default to")
-            cfg[key] = int(max_steps) + extra
-    if cfg.get("TIMEOUT_AS_TERMINAL", False) is None:
-        from purejaxql.utils import time_limit_truncates
-        cfg["TIMEOUT_AS_TERMINAL"] = not time_limit_truncates(env)
+    if env is not None:
+        max_steps = getattr(env, "max_steps", None)
+        # An episode lasts at most max_steps + 1 steps (MPE's done comes one step after max_steps), so a
+        # greedy evaluation of that length always sees one whole episode per env.
+        for key, extra in (("NUM_STEPS", 0), ("TEST_NUM_STEPS", 1)):
+            if cfg[key] is None:
+                if max_steps is None:
+                    raise ConfigError(f"{key} is not set and the environment has no max_steps to default to")
+                cfg[key] = int(max_steps) + extra
+        if cfg["TIMEOUT_AS_TERMINAL"] is None:
+            from purejaxql.environments import time_limit_truncates
+            cfg["TIMEOUT_AS_TERMINAL"] = not time_limit_truncates(env)
     ints = ["NUM_ENVS", "NUM_STEPS", "BUFFER_SIZE", "BUFFER_BATCH_SIZE", "AGENT_HIDDEN_DIM",
             "TARGET_UPDATE_INTERVAL", "NUM_EPOCHS", "TEST_NUM_ENVS", "TEST_NUM_STEPS", "NUM_MINIBATCHES",
             "NUM_LAYERS"]
     for key in ints:
-        if key in cfg:
+        if key in cfg and cfg[key] is not None:  # None: from the env, known once it is built
             cfg[key] = _number(cfg, key, lambda v: int(float(v)))
             if cfg[key] <= 0:
                 raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
@@ -212,13 +240,15 @@ def resolve_config(config: Mapping[str, Any], defaults: Mapping[str, Any], env=N
             if cfg[key] <= 0:
                 raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
     for key in BOOL_KEYS:
-        if key in cfg and not isinstance(cfg[key], bool):
+        if key in cfg and not isinstance(cfg[key], bool) and not (env is None and cfg[key] is None):
             raise ConfigError(f"{key} must be True or False, got {cfg[key]!r}")
     if cfg["MAX_GRAD_NORM"] <= 0:
         raise ConfigError(f"MAX_GRAD_NORM must be > 0, got {cfg['MAX_GRAD_NORM']}")
     if cfg["TOTAL_TIMESTEPS"] >= 2 ** 31:
         raise ConfigError(f"TOTAL_TIMESTEPS must be < 2**31 (step counters are int32), got "
                           f"{cfg['TOTAL_TIMESTEPS']:g}")
+    if cfg["NUM_STEPS"] is None or cfg["TEST_NUM_STEPS"] is None:
+        return cfg  # env=None: the rest depends on the env's episode length
     rollout = cfg["NUM_ENVS"] * cfg["NUM_STEPS"]
     cfg["NUM_UPDATES"] = int(cfg["TOTAL_TIMESTEPS"] // rollout)
     if cfg["NUM_UPDATES"] < 1:
@@ -262,7 +292,6 @@ def _check_replay(cfg, rollout):
 
 
 def _check_pqn(cfg):
-    from purejaxql.networks import NORM_TYPES
     if not 0.0 <= cfg["LAMBDA"] <= 1.0:
         raise ConfigError(f"LAMBDA must be in [0, 1], got {cfg['LAMBDA']}")
     if cfg["MIXER"] not in ("vdn", "none"):

@@ -1,69 +1,19 @@
-"""Greedy evaluation and episode bookkeeping shared by every algorithm.
+"""Greedy evaluation and the per-agent / per-team metrics every algorithm reports.
 
 Shapes: B environments, N agents, D obs size, S state size, A actions, H hidden.
 """
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from purejaxql.environments import CTRolloutManager, reset_envs, step_envs
 from purejaxql.rl_math import masked_argmax
-from purejaxql.utils import CTRolloutManager, stack_agents, unstack_agents
 
-__all__ = ["EnvCarry", "reset_envs", "step_envs", "make_greedy_eval", "greedy_actions", "teams_of",
-           "per_agent_metrics"]
-
-
-class EnvCarry(NamedTuple):
-    """What the acting side carries between steps, and between updates (episodes are never cut)."""
-    env_state: object
-    obs: jax.Array         # (B, N, D) current observation
-    state: jax.Array       # (B, S) current global state
-    first: jax.Array       # (B,) bool: obs starts an episode (reset the RNN before using it)
-    avail: jax.Array       # (B, N, A) available actions at obs
-    hidden: jax.Array      # (B, N, H) agent hidden state before obs (before the reset of `first`)
-    ep_return: jax.Array   # (B, N) reward summed since the episode started
-    ep_len: jax.Array      # (B,) steps taken since the episode started
-
-
-def reset_envs(env: CTRolloutManager, rng: jax.Array, hidden: jax.Array) -> EnvCarry:
-    obs_d, env_state = env.batch_reset(rng)
-    return EnvCarry(env_state=env_state,
-                    obs=stack_agents(obs_d, env.agents),
-                    state=obs_d["__all__"],
-                    first=jnp.ones((env.batch_size,), bool),
-                    avail=stack_agents(env.get_valid_actions(env_state), env.agents),
-                    hidden=hidden,
-                    ep_return=jnp.zeros((env.batch_size, env.num_agents)),
-                    ep_len=jnp.zeros((env.batch_size,), jnp.int32))
-
-
-def step_envs(env: CTRolloutManager, rng: jax.Array, carry: EnvCarry, actions: jax.Array,
-              hidden: jax.Array):
-    """Step every env with ``actions`` (B, N). Returns the new carry and the step's outputs:
-    rewards (B, N), done (B,), each agent's return of the episode so far (B, N) (the finished
-    episode's where done), won (B,), and timeout (B,): the episode ended by reaching
-    ``env.max_steps`` steps (a time limit)."""
-    obs_d, env_state, rew_d, done_d, infos = env.batch_step(
-        rng, carry.env_state, unstack_agents(actions, env.agents))
-    rewards = stack_agents(rew_d, env.agents)   # (B, N)
-    done = done_d["__all__"]                   # (B,)
-    ep_return = carry.ep_return + rewards
-    won = infos.get("won_episode", jnp.zeros_like(done))
-    ep_len = carry.ep_len + 1
-    timeout = done & (ep_len >= (env.max_steps or jnp.iinfo(jnp.int32).max))
-    new = EnvCarry(env_state=env_state,
-                   obs=stack_agents(obs_d, env.agents),
-                   state=obs_d["__all__"],
-                   first=done,
-                   avail=stack_agents(env.get_valid_actions(env_state), env.agents),
-                   hidden=hidden,
-                   ep_return=jnp.where(done[:, None], 0.0, ep_return),
-                   ep_len=jnp.where(done, 0, ep_len))
-    return new, (rewards, done, ep_return, won, timeout)
+__all__ = ["make_greedy_eval", "greedy_actions", "teams_of", "per_agent_metrics"]
 
 
 def greedy_actions(q: jax.Array, avail: jax.Array) -> jax.Array:

@@ -2,7 +2,8 @@
 
 Shapes: T time, Bs sampled sequences, N agents.
 
-Loss (double Q-learning, one TD error per agent):
+No mixer: Q_tot keeps the agent axis, Q_tot(o_t, a_t)_i = Q_i(o_{t,i}, a_{t,i}), and each agent learns from its
+own reward r_{t,i}. With the replay loop's double-Q target (purejaxql.q_learning), one TD error per agent:
     δ_{t,i} = r_{t,i} + γ (1 - d_t) Q̄_i(o_{t+1}, argmax_{a ∈ avail} Q_i(o_{t+1}, a)) - Q_i(o_t, a_{t,i})
     L = mean_{t, b, i} δ²
 where Q̄ is the target network and d_t marks the end of an episode.
@@ -11,17 +12,16 @@ from __future__ import annotations
 
 import jax
 
-from purejaxql.q_learning import QAlgorithm
-from purejaxql.rl_math import masked_mean
+from purejaxql.q_learning import Mixer, QAlgorithm
 
 
-def iql_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states,
-             mask=None):
-    """q_taken, q_next, rewards: (T, Bs, N); discount, mask: (T, Bs). No mixer, no state."""
-    target = rewards + discount[..., None] * q_next
-    return masked_mean((jax.lax.stop_gradient(target) - q_taken) ** 2, mask)
+def independent(mixer_params, q: jax.Array, state: jax.Array) -> jax.Array:
+    """q (..., N) -> (..., N): every agent's own value, unmixed."""
+    return q
 
 
-# Independent learners are also used in competitive games, where a team sum means little: log every
-# agent's and every team's returns by default.
-IQL = QAlgorithm(name="iql", loss=iql_loss, defaults={"LOG_AGENTS_SEPARATELY": True})
+def make_mixer(cfg, num_agents: int, state_size: int) -> Mixer:
+    return Mixer(init=lambda rng: {}, apply=independent)
+
+
+IQL = QAlgorithm(name="iql", make_mixer=make_mixer, team_reward=False)

@@ -2,20 +2,11 @@
 
 CLI: `python -m purejaxql.iql_ps +alg=iql_mpe` (or `+alg=iql_smax`); in Python: `make_train(config, env)`.
 """
-from purejaxql import q_learning
-from purejaxql.iql import IQL
-from purejaxql.networks import SharedAgents
+from purejaxql.spec import Spec
 
-
-def make_train(config, env):
-    """`train(rng) -> {"runner_state", "metrics"}` for IQL with shared parameters on a JaxMARL env."""
-    return q_learning.make_train(config, env, IQL, SharedAgents)
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "iql_ps")
-
+SPEC = Spec("iql", "ps")
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.iql_ps [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

@@ -7,19 +7,18 @@ Shapes: B environments, N agents, Nt agents that learn, A actions (padded), T st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxql.config import resolve_config
-from purejaxql.evaluation import EnvCarry, greedy_actions, make_greedy_eval, per_agent_metrics
+from purejaxql.environments import CTRolloutManager, EnvCarry
+from purejaxql.evaluation import greedy_actions, make_greedy_eval, per_agent_metrics
 from purejaxql.networks import AgentNetwork
 from purejaxql.rl_math import epsilon_greedy
-from purejaxql.utils import CTRolloutManager
 
-__all__ = ["Setup", "build", "act", "episode_stats", "initial_metrics", "record", "program", "eval_key",
+__all__ = ["Setup", "Program", "build", "act", "episode_stats", "initial_metrics", "record", "eval_key",
            "debug_print"]
 
 
@@ -40,15 +39,30 @@ class Setup:
         return x if self.idx is None else jnp.take(x, jnp.asarray(self.idx), axis=axis)
 
 
-def build(config: Dict[str, Any], defaults: Dict[str, Any], env, agents_cls, alg_name: str) -> Setup:
-    """Resolve ``config`` against ``defaults`` (OBS_AGENT_ID None = the agent variant's default: on for
-    shared parameters, off for per-agent), wrap ``env`` and make the agents the config asks for. When some
-    agents are frozen pretrained ones (``agents.trained_idx``), the team reward, global state and reported
-    team return cover only the agents that learn."""
-    config = dict(config)
-    if config.get("OBS_AGENT_ID") is None:
-        config["OBS_AGENT_ID"] = agents_cls.obs_agent_id_default
-    cfg = resolve_config(config, defaults, env, alg_name)
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A training program: ``program(rng) -> {"runner_state", "metrics"}`` runs all NUM_UPDATES updates
+    (``jax.jit`` / ``jax.vmap`` it like a function); ``init(rng)`` and ``run(runner_state,
+    update_indices)`` are the same program in pieces (the CLI runs chunks of updates between which it
+    shows progress and writes checkpoints; the results are identical)."""
+    config: Dict[str, Any]        # the resolved config
+    init: Callable                # rng -> runner state
+    run: Callable                 # (runner state, update indices (U,)) -> (runner state, metrics (U,))
+    evaluate: Callable            # greedy evaluation: (rng, agent params) -> test metrics
+    agents: Any                   # the agent variant over all N agents
+    env: CTRolloutManager         # the NUM_ENVS training envs
+    parts: Any                    # the loop's stages (a NamedTuple per loop), for tests and for hacking
+
+    def __call__(self, rng: jax.Array) -> Dict[str, Any]:
+        runner, metrics = self.run(self.init(rng), jnp.arange(self.config["NUM_UPDATES"]))
+        return {"runner_state": runner, "metrics": metrics}
+
+
+def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
+    """Wrap ``env`` and make the agents the resolved config ``cfg`` (purejaxql.config.resolve_config) asks
+    for. When some agents are frozen pretrained ones (``agents.trained_idx``), the team reward, global
+    state and reported team return cover only the agents that learn."""
+    cfg = dict(cfg)
     wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
     network = AgentNetwork(action_dim=wrapped.max_action_space, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
                            init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] == "rnn",
@@ -124,21 +138,6 @@ def record(cfg, setup: Setup, last, stats, n_done, update_idx, test_rng, train, 
     if cfg["DEBUG"]:
         jax.debug.callback(debug_print, metrics, do_test)
     return last, metrics
-
-
-def program(cfg, setup: Setup, init: Callable, update: Callable) -> Callable:
-    """``train(rng) -> {"runner_state", "metrics"}``: ``init`` then a scan of ``update`` over the update
-    indices. ``train.init`` / ``train.run(runner, update_indices)`` give the same program in pieces."""
-    def run(runner, update_indices):
-        return jax.lax.scan(update, runner, update_indices)
-
-    def train(rng):
-        runner, metrics = run(init(rng), jnp.arange(cfg["NUM_UPDATES"]))
-        return {"runner_state": runner, "metrics": metrics}
-
-    train.init, train.run, train.config, train.agents, train.env = init, run, cfg, setup.agents, setup.env
-    train.evaluate = setup.evaluate
-    return train
 
 
 def eval_key(test_rng: jax.Array, update_idx) -> jax.Array:

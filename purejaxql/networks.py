@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import constant
 
+from purejaxql.config import NORM_TYPES
+
 __all__ = ["orthogonal", "GRU", "AgentNetwork", "NORM_TYPES", "LayerNorm", "layer_norm", "SharedAgents", "SeparateAgents"]
 
 
@@ -106,7 +108,6 @@ class GRU(nn.Module):
         return jax.lax.scan(step, h0, (xr, xz, xn, first))
 
 
-NORM_TYPES = ("layer_norm", "batch_norm", "none")
 
 
 @jax.custom_vjp

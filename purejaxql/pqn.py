@@ -31,17 +31,14 @@ so no target depends on the lost observation.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Callable, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxql.config import PQN_DEFAULTS
-from purejaxql.evaluation import EnvCarry, reset_envs, step_envs
-from purejaxql.loop import act, build, episode_stats, initial_metrics, program, record
-from purejaxql.networks import SharedAgents
+from purejaxql.environments import EnvCarry, reset_envs, step_envs
+from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
 from purejaxql.rl_math import lambda_returns, linear_schedule, masked_mean
 
 
@@ -69,6 +66,20 @@ class RunnerState(NamedTuple):
     test_rng: jax.Array         # evaluation at update u uses fold_in(test_rng, u)
 
 
+class Steps(NamedTuple):
+    """One rollout, time-major (T, B, ...); Nt: the agents that learn."""
+    obs: jax.Array           # (T, B, Nt, D)
+    first: jax.Array         # (T, B) obs[t] starts an episode
+    avail: jax.Array         # (T, B, Nt, A)
+    q: jax.Array             # (T, B, Nt, A) Q-values the agents acted on
+    actions: jax.Array       # (T, B, Nt)
+    rewards: jax.Array       # (T, B, Nt)
+    done: jax.Array          # (T, B) the episode ended with actions[t]
+    timeout: jax.Array       # (T, B) ... by the time limit
+    agent_return: jax.Array  # (T, B, N) each agent's return so far (the finished episode's where done)
+    won: jax.Array           # (T, B)
+
+
 class Samples(NamedTuple):
     """What one update learns from; minibatches are slices along the S axis."""
     obs: jax.Array       # (L, S, Nt, D)
@@ -79,13 +90,22 @@ class Samples(NamedTuple):
     mask: jax.Array      # (L', S) 1 = in the loss
 
 
-def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable:
-    """Build ``train(rng) -> {"runner_state", "metrics"}`` for PQN on a JaxMARL ``env``.
+class Parts(NamedTuple):
+    """The stages of one update (``Program.parts``), for tests and for hacking on the algorithm."""
+    rollout: Callable       # (agent params, EnvCarry, ε, rng) -> (carry, Steps, hidden for the next context)
+    targets: Callable       # (agent params, carry after the rollout, Steps) -> (Q(λ) targets, loss mask)
+    samples: Callable       # (Steps, Context, targets, mask) -> Samples
+    next_context: Callable  # (Context, Steps, hidden) -> Context
+    learn: Callable         # (TrainState, Samples, rng) -> (TrainState, loss, mean Q)
+    update: Callable        # (RunnerState, update index) -> (RunnerState, metrics)
 
-    ``agents_cls`` is the agent variant (shared, per-agent or with frozen pretrained agents), as in
-    :func:`purejaxql.q_learning.make_train`; ``train.init`` / ``train.run`` expose the program in pieces."""
-    setup = build(config, PQN_DEFAULTS, env, agents_cls, "pqn")
-    cfg = setup.config
+
+def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
+    """The PQN training program on a JaxMARL ``env`` for the resolved config ``cfg``
+    (purejaxql.config.resolve_config; the entry modules' ``make_train`` resolves it). ``agents_cls`` is the
+    agent variant (shared, per-agent or with frozen pretrained agents), as in
+    :func:`purejaxql.q_learning.make_train`."""
+    setup = build(cfg, env, agents_cls)
     wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
     Nt, T, B, W = setup.num_trained, cfg["NUM_STEPS"], cfg["NUM_ENVS"], cfg["MEMORY_WINDOW"]
     recurrent, vdn, log_agents = cfg["AGENT_TYPE"] == "rnn", cfg["MIXER"] == "vdn", cfg["LOG_AGENTS_SEPARATELY"]
@@ -108,7 +128,7 @@ def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable
         return RunnerState(train, carry, context, initial_metrics(setup, log_agents), rng, test_rng)
 
     def rollout(params, carry: EnvCarry, epsilon, rng):
-        """T steps of B envs -> (carry, per-step arrays (T, B, ...), hidden before step T - W)."""
+        """T steps of B envs -> (carry, Steps (T, B, ...), hidden before step T - W)."""
         def step(c, xs):
             carry, h_ctx = c
             t, k = xs
@@ -117,9 +137,9 @@ def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable
                 h_ctx = jnp.where(t == T - W, carry.hidden, h_ctx)
             hidden, q, actions = act(agents, params, carry, epsilon, k_act)   # q (B, N, A), actions (B, N)
             new, (rewards, done, agent_return, won, timeout) = step_envs(wrapped, k_env, carry, actions, hidden)
-            out = {"obs": of_trained(carry.obs, 1), "first": carry.first, "avail": of_trained(carry.avail, 1),
-                   "q": of_trained(q, 1), "actions": of_trained(actions, 1), "rewards": of_trained(rewards, 1),
-                   "done": done, "timeout": timeout, "agent_return": agent_return, "won": won}
+            out = Steps(obs=of_trained(carry.obs, 1), first=carry.first, avail=of_trained(carry.avail, 1),
+                        q=of_trained(q, 1), actions=of_trained(actions, 1), rewards=of_trained(rewards, 1),
+                        done=done, timeout=timeout, agent_return=agent_return, won=won)
             return (new, h_ctx), out
 
         (carry, h_ctx), steps = jax.lax.scan(step, (carry, carry.hidden), (jnp.arange(T), jax.random.split(rng, T)))
@@ -128,15 +148,15 @@ def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable
     def targets(params, carry: EnvCarry, steps):
         """Q(λ) targets (T, B) (MIXER none: (T, B, Nt)) from the acting Q-values, and the loss mask (T, B)."""
         _, q_end = agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])   # (1, B, N, A)
-        q_next = jnp.concatenate([steps["q"][1:], of_trained(q_end, 2)])                      # (T, B, Nt, A)
-        avail_next = jnp.concatenate([steps["avail"][1:], of_trained(carry.avail, 1)[None]])
+        q_next = jnp.concatenate([steps.q[1:], of_trained(q_end, 2)])                      # (T, B, Nt, A)
+        avail_next = jnp.concatenate([steps.avail[1:], of_trained(carry.avail, 1)[None]])
         v = jnp.max(jnp.where(avail_next > 0, q_next, -jnp.inf), axis=-1)                    # (T, B, Nt)
-        r = steps["rewards"] * cfg["REW_SCALE"]                                               # (T, B, Nt)
-        discount = cfg["GAMMA"] * (1.0 - steps["done"].astype(jnp.float32))                   # (T, B)
+        r = steps.rewards * cfg["REW_SCALE"]                                               # (T, B, Nt)
+        discount = cfg["GAMMA"] * (1.0 - steps.done.astype(jnp.float32))                   # (T, B)
         lam = jnp.full((T, B), cfg["LAMBDA"])
         mask = jnp.ones((T, B))
         if not cfg["TIMEOUT_AS_TERMINAL"]:  # see the module docstring
-            mask = 1.0 - steps["timeout"].astype(jnp.float32)
+            mask = 1.0 - steps.timeout.astype(jnp.float32)
             lam = lam * jnp.concatenate([mask[1:], jnp.ones((1, B))])
         if vdn:
             r, v = r.sum(-1), v.sum(-1)
@@ -149,19 +169,19 @@ def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable
     def samples(steps, context: Context, g, mask) -> Samples:
         if not recurrent:  # (T, B, ...) -> one-step samples (1, T·B, ...)
             flat = lambda x: x.reshape((1, T * B) + x.shape[2:])  # noqa: E731
-            return Samples(obs=flat(steps["obs"]), first=jnp.ones((1, T * B), bool),
-                           hidden=jnp.zeros((T * B, Nt, learner.hidden_dim)), actions=flat(steps["actions"]),
+            return Samples(obs=flat(steps.obs), first=jnp.ones((1, T * B), bool),
+                           hidden=jnp.zeros((T * B, Nt, learner.hidden_dim)), actions=flat(steps.actions),
                            targets=flat(g), mask=flat(mask))
-        return Samples(obs=jnp.concatenate([context.obs, steps["obs"]]),                 # (W+T, B, Nt, D)
-                       first=jnp.concatenate([context.first, steps["first"]]), hidden=context.hidden,
-                       actions=steps["actions"], targets=g, mask=mask)
+        return Samples(obs=jnp.concatenate([context.obs, steps.obs]),                 # (W+T, B, Nt, D)
+                       first=jnp.concatenate([context.first, steps.first]), hidden=context.hidden,
+                       actions=steps.actions, targets=g, mask=mask)
 
     def next_context(context: Context, steps, h_ctx) -> Context:
         """The last W steps of (context + rollout), and the hidden state before them."""
         if not recurrent:
             return context
-        obs = jnp.concatenate([context.obs, steps["obs"]])[T:]
-        first = jnp.concatenate([context.first, steps["first"]])[T:]
+        obs = jnp.concatenate([context.obs, steps.obs])[T:]
+        first = jnp.concatenate([context.first, steps.first])[T:]
         return Context(obs=obs, first=first, hidden=of_trained(h_ctx, 1)[..., :learner.hidden_dim])
 
     def loss_fn(p, variables, mb: Samples):
@@ -192,23 +212,26 @@ def make_train(config: Dict[str, Any], env, agents_cls=SharedAgents) -> Callable
 
     def update(runner: RunnerState, update_idx):
         """One update: rollout -> Q(λ) targets -> epochs of minibatch steps -> (maybe) evaluate."""
-        train, carry, context, last, rng, test_rng = runner
-        rng, k_roll, k_learn = jax.random.split(rng, 3)
+        train = runner.train
+        rng, k_roll, k_learn = jax.random.split(runner.rng, 3)
         epsilon = linear_schedule(cfg["EPSILON_START"], cfg["EPSILON_FINISH"],
                                   cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
         params = train.params["agent"]
-        carry, steps, h_ctx = rollout(params, carry, epsilon, k_roll)
+        carry, steps, h_ctx = rollout(params, runner.env, epsilon, k_roll)
         g, mask = targets(params, carry, steps)
-        train, loss, qvals = learn(train, samples(steps, context, g, mask), k_learn)
-        context = next_context(context, steps, h_ctx)
+        train, loss, qvals = learn(train, samples(steps, runner.context, g, mask), k_learn)
+        context = next_context(runner.context, steps, h_ctx)
         train = train._replace(n_updates=train.n_updates + 1, timesteps=train.timesteps + B * T)
 
-        stats, n_done = episode_stats(setup, steps["agent_return"], steps["done"], steps["won"], log_agents)
-        last, metrics = record(cfg, setup, last, stats, n_done, update_idx, test_rng, train, loss, qvals, epsilon)
-        return RunnerState(train, carry, context, last, rng, test_rng), metrics
+        stats, n_done = episode_stats(setup, steps.agent_return, steps.done, steps.won, log_agents)
+        last, metrics = record(cfg, setup, runner.last, stats, n_done, update_idx, runner.test_rng, train, loss,
+                               qvals, epsilon)
+        return RunnerState(train, carry, context, last, rng, runner.test_rng), metrics
 
-    train = program(cfg, setup, init, update)
-    # the update's stages, for tests and for hacking on the algorithm
-    train.parts = SimpleNamespace(rollout=rollout, targets=targets, samples=samples, next_context=next_context,
-                                  learn=learn, update=update)
-    return train
+    def run(runner: RunnerState, update_indices):
+        return jax.lax.scan(update, runner, update_indices)
+
+    parts = Parts(rollout=rollout, targets=targets, samples=samples, next_context=next_context, learn=learn,
+                  update=update)
+    return Program(config=cfg, init=init, run=run, evaluate=setup.evaluate, agents=agents, env=wrapped,
+                   parts=parts)

@@ -3,19 +3,11 @@ agent axis, applied with jax.vmap over agents). Same loop, configs, metrics and 
 
 CLI: `python -m purejaxql.pqn_ns +alg=pqn_mpe`; in Python: `make_train(config, env)`.
 """
-from purejaxql import pqn
-from purejaxql.networks import SeparateAgents
+from purejaxql.spec import Spec
 
-
-def make_train(config, env):
-    """`train(rng) -> {"runner_state", "metrics"}` for PQN with per-agent parameters on a JaxMARL env."""
-    return pqn.make_train(config, env, SeparateAgents)
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "pqn_ns")
-
+SPEC = Spec("pqn", "ns")
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.pqn_ns [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

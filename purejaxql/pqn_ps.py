@@ -2,19 +2,11 @@
 
 CLI: `python -m purejaxql.pqn_ps +alg=pqn_mpe` (or `+alg=pqn_smax`); in Python: `make_train(config, env)`.
 """
-from purejaxql import pqn
-from purejaxql.networks import SharedAgents
+from purejaxql.spec import Spec
 
-
-def make_train(config, env):
-    """`train(rng) -> {"runner_state", "metrics"}` for PQN with shared parameters on a JaxMARL env."""
-    return pqn.make_train(config, env, SharedAgents)
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "pqn_ps")
-
+SPEC = Spec("pqn", "ps")
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.pqn_ps [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

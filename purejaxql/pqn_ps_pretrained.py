@@ -7,19 +7,11 @@ prey), or any config with `PRETRAINED_AGENTS: {agent_name: path/to.safetensors}`
 In Python: `make_train(config, env, pretrained_agents)` with agent name -> parameters
 (`purejaxql.checkpoint.agent_params(path, agent_name)`).
 """
-from purejaxql import pqn
-from purejaxql.pretrained import pretrained_variant
+from purejaxql.spec import Spec
 
-
-def make_train(config, env, pretrained_agents):
-    """`train(rng) -> {"runner_state", "metrics"}` for PQN beside frozen `pretrained_agents`."""
-    return pqn.make_train(config, env, pretrained_variant(env, pretrained_agents))
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "pqn_ps_pretrained")
-
+SPEC = Spec("pqn", "ps", pretrained=True)
+make_train = SPEC.make_train  # make_train(config, env, pretrained_agents) -> the training program (loop.Program)
+main = SPEC.main              # python -m purejaxql.pqn_ps_pretrained [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxql.config import ConfigError
+from purejaxql.environments import space_dim
 from purejaxql.networks import AgentNetwork, SharedAgents
 
 __all__ = ["PretrainedAgents", "network_of"]
@@ -110,8 +111,6 @@ class PretrainedAgents:
 def pretrained_variant(env, pretrained_agents: Mapping[str, Any]):
     """The ``agents_cls`` of :func:`purejaxql.q_learning.make_train` for frozen ``pretrained_agents``
     (agent name -> that agent's network parameters) beside trained agents that share parameters."""
-    from purejaxql.utils import space_dim
-
     if not isinstance(pretrained_agents, Mapping) or not pretrained_agents:
         raise ConfigError("pretrained_agents must map at least one agent name to its parameters "
                           "(CLI: PRETRAINED_AGENTS={agent_name: path/to.safetensors})")

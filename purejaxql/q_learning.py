@@ -1,9 +1,16 @@
 """Replay-based multi-agent Q-learning: the training loop shared by IQL, VDN and QMIX.
 
-An algorithm (``iql.py``, ``vdn.py``, ``qmix.py``) supplies only its value decomposition: mixer
-parameters and the TD loss on per-agent chosen / bootstrapped Q-values. An agent variant
-(``networks.SharedAgents``, ...) supplies how agent parameters are initialised and applied.
-Everything else, acting, replay, learning, target sync and evaluation, lives here once.
+An algorithm (``iql.py``, ``vdn.py``, ``qmix.py``) is only its value decomposition: a mixer
+``(mixer_params, q (T, Bs, N), state (T, Bs, S)) -> Q_tot`` and whether it learns from the team reward or
+each agent's own. An agent variant (``networks.SharedAgents``, ...) supplies how agent parameters are
+initialised and applied. Everything else, acting, replay, the double-Q TD target, masks and loss, target
+sync and evaluation, lives here once:
+
+    q_taken_t = Q_i(o_t, a_t),    q_next_t = Q̄_i(o_{t+1}, argmax_{a ∈ avail} Q_i(o_{t+1}, a))   (double Q)
+    y_t = r_t + γ (1 - d_t) Mix̄(q_next_t, s_{t+1})      r_t: team reward Σ_i r_{t,i}, or each agent's own
+    L = mean over steps not cut by a time limit of (y_t - Mix(q_taken_t, s_t))²
+
+with Q̄ / Mix̄ the target network's agents / mixer and d_t the end of an episode.
 
 Shape legend
     N agents            T  NUM_STEPS (steps per env per update)     B  NUM_ENVS
@@ -21,8 +28,7 @@ and resets the GRU wherever ``first[t]`` marks an episode start, exactly as the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, NamedTuple
 
 import flashbax as fbx
@@ -30,25 +36,27 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from purejaxql.config import Q_LEARNING_DEFAULTS
-from purejaxql.evaluation import EnvCarry, reset_envs, step_envs
-from purejaxql.loop import act, build, episode_stats, initial_metrics, program, record
-from purejaxql.networks import SharedAgents
-from purejaxql.rl_math import double_q_bootstrap, linear_schedule
+from purejaxql.environments import EnvCarry, reset_envs, step_envs
+from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
+from purejaxql.rl_math import double_q_bootstrap, linear_schedule, masked_mean
+
+
+class Mixer(NamedTuple):
+    """A value decomposition's mixer, for N agents and global states of size S."""
+    init: Callable[[jax.Array], Any]                    # rng -> mixer params ({} when it has none)
+    apply: Callable[[Any, jax.Array, jax.Array], jax.Array]
+    # (params, q (..., N), state (..., S)) -> Q_tot (...) for a team value, (..., N) for independent ones
 
 
 @dataclass(frozen=True)
 class QAlgorithm:
-    """What distinguishes IQL, VDN and QMIX.
-
-    ``loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states, mask)``
-    with q_taken, q_next, rewards (T, Bs, Nt), discount and mask (T, Bs), states (T+1, Bs, S) returns
-    the mask-weighted mean squared TD error (a scalar).
-    """
+    """What distinguishes IQL, VDN and QMIX: ``make_mixer(cfg, N, S)``, whether the mixed value learns
+    from the team reward Σ_i r_i (``team_reward``; else Q_tot keeps the agent axis and each agent learns
+    from its own reward) and whether the mixer reads the global state (``uses_state``; replay stores it
+    only then)."""
     name: str
-    loss: Callable[..., jax.Array]
-    init_mixer: Callable[[jax.Array, Dict[str, Any], int, int], Any] = lambda rng, cfg, n, s: {}
-    defaults: Dict[str, Any] = field(default_factory=dict)
+    make_mixer: Callable[[Dict[str, Any], int, int], Mixer]
+    team_reward: bool = True
     uses_state: bool = False
 
 
@@ -83,25 +91,33 @@ class RunnerState(NamedTuple):
     test_rng: jax.Array         # evaluation at update u uses fold_in(test_rng, u) (reproducible later)
 
 
-def all_defaults(algorithm: QAlgorithm) -> Dict[str, Any]:
-    return {**Q_LEARNING_DEFAULTS, **algorithm.defaults}
+class Parts(NamedTuple):
+    """The stages of one update (``Program.parts``), for tests and for hacking on the algorithm."""
+    rollout: Callable     # (agent params, EnvCarry, ε, rng) -> (carry, chunk (B, ...), stats, n_done)
+    sequences: Callable   # sampled chunk pairs (Bs, 2, ...) -> time-major sequences (T+1, Bs, ...)
+    loss: Callable        # (params, target params, sequences) -> (loss, mean Q of the taken actions)
+    learn_step: Callable  # (TrainState, sequences) -> (TrainState, (loss, mean Q))
+    learn: Callable       # (TrainState, buffer state, rng) -> (TrainState, loss, mean Q): NUM_EPOCHS steps
+    update: Callable      # (RunnerState, update index) -> (RunnerState, metrics)
+    buffer: Any           # the flashbax trajectory buffer
+    tx: Any               # the optax optimiser
+    mixer: Mixer
 
 
-def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=SharedAgents) -> Callable:
-    """Build ``train(rng) -> {"runner_state", "metrics"}`` for ``algorithm`` on a JaxMARL ``env``.
+def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> Program:
+    """The training program of ``algorithm`` on a JaxMARL ``env`` for the resolved config ``cfg``
+    (purejaxql.config.resolve_config; the entry modules' ``make_train`` resolves it).
 
-    ``agents_cls`` is the agent variant: :class:`~purejaxql.networks.SharedAgents` (``_ps``) or
-    :class:`~purejaxql.networks.SeparateAgents` (``_ns``); nothing else differs between them.
-
-    ``train.init(rng)`` and ``train.run(runner_state, update_indices)`` expose the same program in
-    pieces (used by the CLI to show progress between chunks of updates; results are identical).
+    ``agents_cls`` is the agent variant: :class:`~purejaxql.networks.SharedAgents` (``_ps``),
+    :class:`~purejaxql.networks.SeparateAgents` (``_ns``) or frozen pretrained agents beside shared ones
+    (:func:`purejaxql.pretrained.pretrained_variant`); nothing else differs between them.
     """
-    setup = build(config, all_defaults(algorithm), env, agents_cls, algorithm.name)
-    cfg = setup.config
+    setup = build(cfg, env, agents_cls)
     wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
     Nt, A, T, B = setup.num_trained, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
     S = wrapped.state_size if algorithm.uses_state else 0
     Ht = learner.hidden_dim
+    mixer = algorithm.make_mixer(cfg, Nt, wrapped.state_size)
 
     learn_updates = cfg["NUM_UPDATES"] - cfg["FIRST_LEARN_UPDATE"]
     lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * learn_updates)
@@ -118,8 +134,7 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     def init(rng):
         test_rng = jax.random.fold_in(rng, 0x7E57)
         rng, k_agent, k_mixer, k_env = jax.random.split(rng, 4)
-        params = {"agent": agents.init(k_agent),
-                  "mixer": algorithm.init_mixer(k_mixer, cfg, Nt, wrapped.state_size)}
+        params = {"agent": agents.init(k_agent), "mixer": mixer.init(k_mixer)}
         train = TrainState(params=params, target_params=params, opt_state=tx.init(params),
                            n_updates=jnp.int32(0), grad_steps=jnp.int32(0), timesteps=jnp.int32(0))
         carry = reset_envs(wrapped, k_env, agents.initial_hidden(B))
@@ -175,9 +190,14 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
         # TIMEOUT_AS_TERMINAL=False such transitions are left out of the loss instead of being
         # treated as terminal (the rest bootstrap as usual).
         mask = None if cfg["TIMEOUT_AS_TERMINAL"] else 1.0 - seq.timeout.astype(jnp.float32)  # (T, Bs)
-        loss = algorithm.loss(cfg, params["mixer"], target_params["mixer"], q_taken, q_next,
-                              seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask)
-        return loss, q_taken.mean()
+        rewards = seq.rewards * cfg["REW_SCALE"]                                        # (T, Bs, Nt)
+        if algorithm.team_reward:  # one value for the team: Q_tot (T, Bs)
+            rewards = rewards.sum(-1)
+        else:                      # independent values: Q_tot (T, Bs, Nt), one TD error per agent
+            discount = discount[..., None]
+        q_tot = mixer.apply(params["mixer"], q_taken, seq.state[:-1])
+        target = rewards + discount * mixer.apply(target_params["mixer"], q_next, seq.state[1:])
+        return masked_mean((jax.lax.stop_gradient(target) - q_tot) ** 2, mask), q_taken.mean()
 
     def learn_step(train: TrainState, seq: Chunk):
         """One gradient step on sequences (T+1, Bs, ...) -> (train, (loss, mean Q of the taken actions))."""
@@ -196,12 +216,12 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
     def update(runner: RunnerState, update_idx):
         """One update: rollout -> store -> learn -> target sync -> (maybe) evaluate.
         ``update_idx`` comes from the scan's xs, so conditions on it stay real branches under vmap."""
-        train, buffer_state, carry, last, rng, test_rng = runner
-        rng, k_roll, k_learn, _ = jax.random.split(rng, 4)
+        train = runner.train
+        rng, k_roll, k_learn, _ = jax.random.split(runner.rng, 4)
         epsilon = linear_schedule(cfg["EPSILON_START"], cfg["EPSILON_FINISH"],
                                   cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
-        carry, chunk, stats, n_done = rollout(train.params["agent"], carry, epsilon, k_roll)
-        buffer_state = buffer.add(buffer_state, jax.tree.map(lambda x: x[:, None], chunk))
+        carry, chunk, stats, n_done = rollout(train.params["agent"], runner.env, epsilon, k_roll)
+        buffer_state = buffer.add(runner.buffer, jax.tree.map(lambda x: x[:, None], chunk))
         train = train._replace(timesteps=train.timesteps + steps_per_update)
 
         can_learn = update_idx >= cfg["FIRST_LEARN_UPDATE"]  # >= 2 chunks stored, past LEARNING_STARTS
@@ -215,11 +235,14 @@ def make_train(config: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls=Sh
                 t.params, t.target_params, cfg["TAU"])),
             lambda t: t, train)
 
-        last, metrics = record(cfg, setup, last, stats, n_done, update_idx, test_rng, train, loss, qvals, epsilon)
-        return RunnerState(train, buffer_state, carry, last, rng, test_rng), metrics
+        last, metrics = record(cfg, setup, runner.last, stats, n_done, update_idx, runner.test_rng, train, loss,
+                               qvals, epsilon)
+        return RunnerState(train, buffer_state, carry, last, rng, runner.test_rng), metrics
 
-    train = program(cfg, setup, init, update)
-    # the update's stages, for tests and for hacking on the algorithm
-    train.parts = SimpleNamespace(rollout=rollout, sequences=sequences, loss=loss_fn, learn_step=learn_step,
-                                  learn=learn, update=update, buffer=buffer, tx=tx)
-    return train
+    def run(runner: RunnerState, update_indices):
+        return jax.lax.scan(update, runner, update_indices)
+
+    parts = Parts(rollout=rollout, sequences=sequences, loss=loss_fn, learn_step=learn_step, learn=learn,
+                  update=update, buffer=buffer, tx=tx, mixer=mixer)
+    return Program(config=cfg, init=init, run=run, evaluate=setup.evaluate, agents=agents, env=wrapped,
+                   parts=parts)

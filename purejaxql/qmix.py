@@ -6,7 +6,8 @@ The mixer combines agent Qs into Q_tot with weights produced by hypernetworks of
 s = ``obs["__all__"]``; absolute values make every weight non-negative, so ∂Q_tot/∂Q_i ≥ 0:
     h     = ELU(q W1(s) + b1(s)),    W1(s) = |hyper_w1(s)| ∈ R^{N×E},  b1(s) ∈ R^E
     Q_tot = h W2(s) + V(s),          W2(s) = |hyper_w2(s)| ∈ R^{E×1},  V(s) a 2-layer MLP
-Loss (double Q-learning through the target mixer, team reward r_t = Σ_i r_{t,i}):
+Learnt from the team reward r_t = Σ_i r_{t,i} with the replay loop's double-Q target through the target
+mixer (purejaxql.q_learning):
     y_t = r_t + γ (1 - d_t) Mix̄(Q̄_i(o_{t+1,i}, argmax_{a ∈ avail} Q_i(o_{t+1,i}, a)), s_{t+1})
     L = mean_{t, b} (y_t - Mix(Q_i(o_{t,i}, a_{t,i}), s_t))²
 """
@@ -17,11 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax.linen.initializers import constant
 
-from purejaxql.config import QMIX_DEFAULTS
 from purejaxql.networks import orthogonal
-from purejaxql.q_learning import QAlgorithm
-from purejaxql.rl_math import masked_mean
-
+from purejaxql.q_learning import Mixer, QAlgorithm
 
 
 class HyperNetwork(nn.Module):
@@ -56,24 +54,12 @@ class QMixer(nn.Module):
         return jnp.sum(h * w2, axis=-1) + v
 
 
-def make_mixer(cfg, num_agents: int) -> QMixer:
-    return QMixer(num_agents, cfg["MIXER_EMBEDDING_DIM"], cfg["MIXER_HYPERNET_HIDDEN_DIM"],
-                  cfg["MIXER_INIT_SCALE"])
+def make_mixer(cfg, num_agents: int, state_size: int) -> Mixer:
+    """The QMIX mixer of MIXER_EMBEDDING_DIM / MIXER_HYPERNET_HIDDEN_DIM / MIXER_INIT_SCALE: params from
+    ``init(rng)``; ``apply(params, q (..., N), state (..., S)) -> Q_tot (...)``."""
+    net = QMixer(num_agents, cfg["MIXER_EMBEDDING_DIM"], cfg["MIXER_HYPERNET_HIDDEN_DIM"], cfg["MIXER_INIT_SCALE"])
+    return Mixer(init=lambda rng: net.init(rng, jnp.zeros((num_agents,)), jnp.zeros((state_size,))),
+                 apply=net.apply)
 
 
-def init_mixer(rng, cfg, num_agents: int, state_size: int):
-    return make_mixer(cfg, num_agents).init(rng, jnp.zeros((num_agents,)), jnp.zeros((state_size,)))
-
-
-def qmix_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states,
-              mask=None):
-    """q_taken, q_next, rewards: (T, Bs, N); discount, mask: (T, Bs); states: (T+1, Bs, S)."""
-    mixer = make_mixer(cfg, q_taken.shape[-1])
-    q_tot = mixer.apply(mixer_params, q_taken, states[:-1])                       # (T, Bs)
-    q_tot_next = mixer.apply(mixer_target_params, q_next, states[1:])             # (T, Bs)
-    target = rewards.sum(-1) + discount * q_tot_next
-    return masked_mean((jax.lax.stop_gradient(target) - q_tot) ** 2, mask)
-
-
-QMIX = QAlgorithm(name="qmix", loss=qmix_loss, init_mixer=init_mixer, defaults=QMIX_DEFAULTS,
-                  uses_state=True)
+QMIX = QAlgorithm(name="qmix", make_mixer=make_mixer, uses_state=True)

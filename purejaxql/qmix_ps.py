@@ -2,20 +2,11 @@
 
 CLI: `python -m purejaxql.qmix_ps +alg=qmix_mpe` (or `+alg=qmix_smax`); in Python: `make_train(config, env)`.
 """
-from purejaxql import q_learning
-from purejaxql.qmix import QMIX
-from purejaxql.networks import SharedAgents
+from purejaxql.spec import Spec
 
-
-def make_train(config, env):
-    """`train(rng) -> {"runner_state", "metrics"}` for QMIX with shared parameters on a JaxMARL env."""
-    return q_learning.make_train(config, env, QMIX, SharedAgents)
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "qmix_ps")
-
+SPEC = Spec("qmix", "ps")
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.qmix_ps [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

@@ -26,15 +26,18 @@ import csv
 import io
 import itertools
 import math
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
+import yaml
 
-from purejaxql.config import ConfigError
+from purejaxql.config import ConfigError, resolve_config
+from purejaxql.run_folder import _write_text, non_finite_while_learning
 
 __all__ = ["TRACEABLE", "expand", "split_structural", "grid_arrays", "rank", "rank_order", "table_text",
-           "write_table", "save_tune_plot", "read_table"]
+           "write_table", "save_tune_plot", "read_table", "tune_grid", "report_tune", "combine_tune"]
 
 # Keys the training programs use only in traced arithmetic: they can vary along a vmap axis.
 TRACEABLE = ("LR", "MAX_GRAD_NORM", "GAMMA", "REW_SCALE", "EPSILON_START", "EPSILON_FINISH",
@@ -130,7 +133,6 @@ def table_text(rows: Sequence[Dict[str, Any]], keys: Sequence[str], limit: int =
 
 
 def write_table(path: Path, rows: Sequence[Dict[str, Any]]) -> Path:
-    from purejaxql.run_folder import _write_text
     buf = io.StringIO()
     names = list(rows[0])
     w = csv.writer(buf, lineterminator="\n")
@@ -156,9 +158,7 @@ def read_table(path: Path) -> List[Dict[str, Any]]:
 def save_tune_plot(path: Path, rows: Sequence[Dict[str, Any]], keys: Sequence[str], title: str = "") -> Path:
     """Final greedy return (mean ± std over seeds) against each hyperparameter: every configuration as a
     point, the best value per setting of that key as a line."""
-    import os
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib (0.6 s) only when plotting
     from matplotlib.figure import Figure
 
     n = max(1, len(keys))
@@ -190,3 +190,63 @@ def save_tune_plot(path: Path, rows: Sequence[Dict[str, Any]], keys: Sequence[st
     fig.savefig(tmp, format="png", dpi=100)
     os.replace(tmp, path)
     return path
+
+
+# ------------------------------------------------------------------------------- running a grid (CLI)
+
+
+def tune_grid(train_cfg: Dict[str, Any], spec, env) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """HYP_TUNE: the TUNE block's traceable grid -> (keys, points), each point checked like a config."""
+    traced, structural = split_structural(train_cfg.get("TUNE") or {})
+    if structural:
+        raise ConfigError(f"TUNE keys {sorted(structural)} change the program's shapes: sweep them with hydra "
+                          "multirun (python -m purejaxql.<module> ... HYP_TUNE=True does it, without -m)")
+    if not train_cfg["TEST_DURING_TRAINING"]:
+        raise ConfigError("HYP_TUNE ranks configurations by their final greedy return: TEST_DURING_TRAINING "
+                          "must be True")
+    # no traceable key left: this structure (one job of the CLI's multirun) is one configuration
+    keys, points = expand(traced) if traced else ([], [{}])
+    for p in points:
+        try:
+            resolve_config({**train_cfg, **p}, spec, env)
+        except ConfigError as e:
+            raise ConfigError(f"TUNE grid point {p}: {e}") from None
+    return keys, points
+
+
+def report_tune(run_dir: Path, tune, history: Dict[str, np.ndarray], num_seeds: int, title: str) -> Dict[str, Any]:
+    """tune.csv, tune_plot.png and the printed ranking; -> the best configuration's row."""
+    keys, points = tune
+    won = history.get("test_returned_won_episode")
+    diverged = np.any(non_finite_while_learning(history, "loss") | non_finite_while_learning(history, "qvals"),
+                      axis=1)
+    rows = rank(points, history["test_returned_episode_returns"][:, -1], num_seeds,
+                None if won is None else won[:, -1], diverged)
+    write_table(run_dir / "tune.csv", rows)
+    if keys:
+        save_tune_plot(run_dir / "tune_plot.png", rows, keys, title)
+    print(f"{title}: HYP_TUNE, {len(points)} configurations x {num_seeds} seeds, ranked by final greedy return",
+          flush=True)
+    print(table_text(rows, keys), flush=True)
+    return rows[0]
+
+
+def combine_tune(sweep: Path, structural: List[str], alg: str):
+    """After a HYP_TUNE multirun: every job's tune.csv ranked together in ``sweep``/tune.csv (+ plot)."""
+    rows, keys = [], None
+    for job in sorted((p for p in sweep.iterdir() if p.is_dir() and (p / "tune.csv").is_file()),
+                      key=lambda p: int(p.name) if p.name.isdigit() else 0):
+        alg_cfg = yaml.safe_load((job / "config.yaml").read_text())["alg"]
+        keys = keys or structural + list(alg_cfg.get("TUNE") or {})  # the job's TUNE: the traced keys
+        for r in read_table(job / "tune.csv"):
+            r.pop("rank")
+            rows.append({"config": f"{job.name}/{r['config']}", **{k: alg_cfg[k] for k in structural},
+                         **{k: v for k, v in r.items() if k != "config"}})
+    if not rows:
+        return
+    rows.sort(key=rank_order)
+    write_table(sweep / "tune.csv", rows)
+    save_tune_plot(sweep / "tune_plot.png", rows, keys, f"{alg}: HYP_TUNE")
+    print(f"{alg}: HYP_TUNE over {len(rows)} configurations (job/config), ranked by final greedy return:")
+    print(table_text(rows, keys), flush=True)
+    print(f"  {sweep}/tune.csv, {sweep}/tune_plot.png", flush=True)

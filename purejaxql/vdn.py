@@ -2,8 +2,8 @@
 
 Shapes: T time, Bs sampled sequences, N agents.
 
-Q_tot(o_t, a_t) = Σ_i Q_i(o_{t,i}, a_{t,i}); team reward r_t = Σ_i r_{t,i} (``rewards["__all__"]``).
-Loss (double Q-learning on Q_tot):
+Q_tot(o_t, a_t) = Σ_i Q_i(o_{t,i}, a_{t,i}), learnt from the team reward r_t = Σ_i r_{t,i}. With the replay
+loop's double-Q target (purejaxql.q_learning):
     y_t = r_t + γ (1 - d_t) Σ_i Q̄_i(o_{t+1,i}, argmax_{a ∈ avail} Q_i(o_{t+1,i}, a))
     L = mean_{t, b} (y_t - Q_tot(o_t, a_t))²
 """
@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import jax
 
-from purejaxql.q_learning import QAlgorithm
-from purejaxql.rl_math import masked_mean
+from purejaxql.q_learning import Mixer, QAlgorithm
 
 
-def vdn_mix(q: jax.Array) -> jax.Array:
-    """(..., N) -> (...,): Q_tot as the sum of agent Qs."""
+def vdn_mix(mixer_params, q: jax.Array, state: jax.Array) -> jax.Array:
+    """q (..., N) -> Q_tot (...,): the sum of the agents' values (no parameters, no state)."""
     return q.sum(axis=-1)
 
 
-def vdn_loss(cfg, mixer_params, mixer_target_params, q_taken, q_next, rewards, discount, states,
-             mask=None):
-    """q_taken, q_next, rewards: (T, Bs, N); discount, mask: (T, Bs)."""
-    target = rewards.sum(-1) + discount * vdn_mix(q_next)          # (T, Bs)
-    return masked_mean((jax.lax.stop_gradient(target) - vdn_mix(q_taken)) ** 2, mask)
+def make_mixer(cfg, num_agents: int, state_size: int) -> Mixer:
+    return Mixer(init=lambda rng: {}, apply=vdn_mix)
 
 
-VDN = QAlgorithm(name="vdn", loss=vdn_loss)
+VDN = QAlgorithm(name="vdn", make_mixer=make_mixer)

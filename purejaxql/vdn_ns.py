@@ -3,20 +3,11 @@ agent axis, applied with jax.vmap over agents). Same loop, configs, metrics and 
 
 CLI: `python -m purejaxql.vdn_ns +alg=vdn_mpe`; in Python: `make_train(config, env)`.
 """
-from purejaxql import q_learning
-from purejaxql.vdn import VDN
-from purejaxql.networks import SeparateAgents
+from purejaxql.spec import Spec
 
-
-def make_train(config, env):
-    """`train(rng) -> {"runner_state", "metrics"}` for VDN with per-agent parameters on a JaxMARL env."""
-    return q_learning.make_train(config, env, VDN, SeparateAgents)
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "vdn_ns")
-
+SPEC = Spec("vdn", "ns")
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.vdn_ns [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

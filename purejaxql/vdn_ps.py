@@ -2,20 +2,11 @@
 
 CLI: `python -m purejaxql.vdn_ps +alg=vdn_mpe` (or `+alg=vdn_smax`); in Python: `make_train(config, env)`.
 """
-from purejaxql import q_learning
-from purejaxql.vdn import VDN
-from purejaxql.networks import SharedAgents
+from purejaxql.spec import Spec
 
-
-def make_train(config, env):
-    """`train(rng) -> {"runner_state", "metrics"}` for VDN with shared parameters on a JaxMARL env."""
-    return q_learning.make_train(config, env, VDN, SharedAgents)
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "vdn_ps")
-
+SPEC = Spec("vdn", "ps")
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.vdn_ps [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

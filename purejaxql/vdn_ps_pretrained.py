@@ -7,20 +7,11 @@ prey), or any config with `PRETRAINED_AGENTS: {agent_name: path/to.safetensors}`
 In Python: `make_train(config, env, pretrained_agents)` with agent name -> parameters
 (`purejaxql.checkpoint.agent_params(path, agent_name)`).
 """
-from purejaxql import q_learning
-from purejaxql.vdn import VDN
-from purejaxql.pretrained import pretrained_variant
+from purejaxql.spec import Spec
 
-
-def make_train(config, env, pretrained_agents):
-    """`train(rng) -> {"runner_state", "metrics"}` for VDN beside frozen `pretrained_agents`."""
-    return q_learning.make_train(config, env, VDN, pretrained_variant(env, pretrained_agents))
-
-
-def main():
-    from purejaxql.run import cli
-    cli(make_train, "vdn_ps_pretrained")
-
+SPEC = Spec("vdn", "ps", pretrained=True)
+make_train = SPEC.make_train  # make_train(config, env, pretrained_agents) -> the training program (loop.Program)
+main = SPEC.main              # python -m purejaxql.vdn_ps_pretrained [+alg=...] [KEY=value ...]
 
 if __name__ == "__main__":
     main()

@@ -60,7 +60,8 @@ def one_run(module: str, config: dict, with_prey: bool) -> Dict[str, np.ndarray]
 
     import jax
 
-    from purejaxql.run import make_env, resolve_path
+    from purejaxql.environments import make_env
+    from purejaxql.experiment import resolve_path
 
     mod = importlib.import_module(f"purejaxql.{module}")
     env = make_env(config)

@@ -1,0 +1,85 @@
+"""What an entry module is: an algorithm, a way of holding agent parameters, and whether some agents are
+frozen pretrained ones. Each of the 12 entry modules (``qmix_ps``, ``pqn_ns``, ``vdn_ps_pretrained``, ...)
+declares one :class:`Spec` and hands it to the CLI; the CLI, the run folder and ``EVAL_ONLY`` read these
+fields, never the module's name.
+
+This module is light on purpose (no JAX): ``python -m purejaxql.<module>`` checks the command line before
+the heavy libraries load, so a mistake is reported in about a second.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+__all__ = ["Spec", "SPECS", "ALGORITHMS", "REPLAY_ALGORITHMS", "VARIANTS"]
+
+REPLAY_ALGORITHMS = ("iql", "vdn", "qmix")   # the replay loop (purejaxql.q_learning), one mixer each
+ALGORITHMS = REPLAY_ALGORITHMS + ("pqn",)    # + online Q(λ) (purejaxql.pqn)
+VARIANTS = ("ps", "ns")                      # shared parameters / one parameter set per agent
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One entry module: ``algorithm`` (iql | vdn | qmix | pqn), ``variant`` (ps: agents share one
+    parameter set; ns: each agent has its own) and ``pretrained`` (some agents are frozen pretrained ones
+    that act greedily and never learn; the others share parameters)."""
+    algorithm: str
+    variant: str = "ps"
+    pretrained: bool = False
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS or self.variant not in VARIANTS or \
+                (self.pretrained and self.variant != "ps"):
+            raise ValueError(f"no such entry point: {self}")
+
+    @property
+    def module(self) -> str:
+        """The entry module's name, e.g. ``qmix_ps_pretrained`` (``python -m purejaxql.<module>``)."""
+        return f"{self.algorithm}_{self.variant}" + ("_pretrained" if self.pretrained else "")
+
+    @property
+    def variant_label(self) -> str:
+        """How a checkpoint header names the variant: ``ps``, ``ns`` or ``ps_pretrained``."""
+        return self.variant + ("_pretrained" if self.pretrained else "")
+
+    @property
+    def default_alg_config(self) -> str:
+        """The shipped config the CLI uses when no ``+alg=`` is given."""
+        return f"{self.algorithm}_mpe" + ("_tag_pretrained" if self.pretrained else "")
+
+    @property
+    def obs_agent_id_default(self) -> bool:
+        """OBS_AGENT_ID when the config leaves it unset: on where agents share a network, off where each
+        network only ever sees its own agent."""
+        return self.variant == "ps"
+
+    def make_train(self, config: Mapping[str, Any], env, pretrained_agents: Optional[Mapping[str, Any]] = None):
+        """The training program (:class:`purejaxql.loop.Program`) for ``config`` on a JaxMARL ``env``;
+        ``pretrained_agents`` {agent name: network parameters} for the ``*_pretrained`` modules only."""
+        # the heavy modules (JAX, flax, flashbax) load here, once the input is known to be good
+        from purejaxql import iql, pqn, q_learning, qmix, vdn
+        from purejaxql.config import ConfigError, resolve_config
+        from purejaxql.networks import SeparateAgents, SharedAgents
+        from purejaxql.pretrained import pretrained_variant
+
+        if self.pretrained:
+            agents_cls = pretrained_variant(env, pretrained_agents)
+        elif pretrained_agents:
+            raise ConfigError(f"{self.module} takes no pretrained agents (the *_pretrained modules do)")
+        else:
+            agents_cls = SharedAgents if self.variant == "ps" else SeparateAgents
+        cfg = resolve_config(config, self, env)
+        if self.algorithm == "pqn":
+            return pqn.make_train(cfg, env, agents_cls)
+        algorithm = {"iql": iql.IQL, "vdn": vdn.VDN, "qmix": qmix.QMIX}[self.algorithm]
+        return q_learning.make_train(cfg, env, algorithm, agents_cls)
+
+    def main(self, argv=None):
+        """``python -m purejaxql.<module>``: the command line (purejaxql.cli)."""
+        from purejaxql.cli import cli
+        cli(self, argv)
+
+
+SPECS: Dict[str, Spec] = {s.module: s for s in
+                          [Spec(a, v) for a in ALGORITHMS for v in VARIANTS] +
+                          [Spec(a, "ps", pretrained=True) for a in ALGORITHMS]}
