@@ -57,7 +57,7 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, tim
     import jax
     import numpy as np
 
-    from purejaxql.run import make_env
+    from purejaxql.environments import make_env
 
     cfg = {**(PQN_CONFIG if alg.startswith("pqn") else CONFIG), "ENV_NAME": env_name, "TOTAL_TIMESTEPS": timesteps,
            "EPSILON_ANNEAL_TIME": 0.1 * timesteps, "TIMEOUT_AS_TERMINAL": timeout_terminal}

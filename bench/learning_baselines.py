@@ -65,7 +65,7 @@ def muted_speaker_listener():
 
 def mute_speaker(module_name: str, seeds, unmuted: bool, overrides):
     import test_learning_ns as t
-    from purejaxql.run import make_env
+    from purejaxql.environments import make_env
 
     module = importlib.import_module(f"purejaxql.{module_name}")
     config = {**t.CONFIG, **overrides}

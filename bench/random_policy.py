@@ -17,18 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxql.evaluation import greedy_actions, reset_envs, step_envs
-from purejaxql.run import make_env
-from purejaxql.utils import CTRolloutManager
+from purejaxql.environments import CTRolloutManager, make_env, reset_envs, step_envs
+from purejaxql.evaluation import greedy_actions
 
 
 def frozen_agents(env, w: CTRolloutManager, pretrained):
     """(agents, params) acting greedily for the ``pretrained`` {agent: checkpoint path} ones (the other
     agents' network is built but never used)."""
-    from purejaxql.checkpoint import agent_params
+    from purejaxql.checkpoint import agent_params, resolve_path
     from purejaxql.networks import AgentNetwork
     from purejaxql.pretrained import pretrained_variant
-    from purejaxql.run import resolve_path
 
     params = {a: agent_params(resolve_path(p), a) for a, p in pretrained.items()}
     agents = pretrained_variant(env, params)(AgentNetwork(action_dim=w.max_action_space, hidden_dim=8),

@@ -34,7 +34,9 @@ def main():
     import numpy as np
 
     from purejaxql import run_folder
-    from purejaxql.run import checkpoint_every, make_env, run_training
+    from purejaxql.driver import run_training
+    from purejaxql.environments import make_env
+    from purejaxql.experiment import checkpoint_every
 
     alg = module_name(a.alg)
     cfg = {**(PQN_CONFIG if alg.startswith("pqn") else CONFIG), "TOTAL_TIMESTEPS": a.timesteps,
@@ -67,8 +69,8 @@ def main():
             saves.append((time.time() - t0, path.stat().st_size))
             return path
         run_folder.save_state = timed_save
-        _, _, timings, _ = run_training(make_train, cfg, env, 0, a.seeds, progress=True, watchdog_timeout=0,
-                                        on_chunk=rec.chunk)
+        _, _, timings = run_training(lambda traced: train, 0, a.seeds, progress=True, watchdog_timeout=0,
+                                     on_chunk=rec.chunk)
         chunked = rec.history()
     same = all(np.array_equal(whole[k], chunked[k], equal_nan=True) for k in whole)
     overhead = 100 * (timings["run_s"] / single_s - 1)

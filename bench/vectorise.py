@@ -35,15 +35,16 @@ def worker(alg: str, timesteps: float, seeds: int, lrs) -> dict:
 
     import numpy as np
 
-    from purejaxql.run import make_env, run_training
+    from purejaxql.driver import run_training
+    from purejaxql.environments import make_env
     cfg = config(alg, timesteps)
     if lrs and len(lrs) == 1:
         cfg, lrs = {**cfg, "LR": lrs[0]}, None
     hparams = None if not lrs else {"LR": np.repeat(np.asarray(lrs, np.float32), seeds)}
     t0 = time.time()
-    _, metrics, timings, _ = run_training(importlib.import_module(f"purejaxql.{alg}").make_train, cfg,
-                                          make_env(cfg), 0, seeds, progress=False, watchdog_timeout=0,
-                                          hparams=hparams)
+    make_train, env = importlib.import_module(f"purejaxql.{alg}").make_train, make_env(cfg)
+    _, metrics, timings = run_training(lambda traced: make_train({**cfg, **traced}, env), 0, seeds, progress=False,
+                                       watchdog_timeout=0, hparams=hparams)
     return {"compile_s": timings["compile_s"], "run_s": timings["run_s"], "total_s": time.time() - t0,
             "final": [float(x) for x in metrics["test_returned_episode_returns"][:, -1]]}
 

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from purejaxql.config import ALG_KEYS, RUN_KEYS, ConfigError, check_run_keys, resolve_config, unknown_key
-from purejaxql.run_folder import TrainingStopped
+from purejaxql.run_folder import TrainingStopped, resume_point
 from purejaxql.spec import Spec
 from purejaxql.tuning import combine_tune, split_structural
 
@@ -114,7 +114,6 @@ def cli(spec: Spec, argv: Optional[List[str]] = None):
         if "-m" in argv or "--multirun" in argv:
             fail("RESUME resumes one run; it does not combine with --multirun")
         try:  # before hydra touches the folder
-            from purejaxql.experiment import resume_point  # TODO move to run_folder
             resume_point(Path(resume[-1]))
         except ConfigError as e:
             fail(str(e))
@@ -137,6 +136,7 @@ def cli(spec: Spec, argv: Optional[List[str]] = None):
             argv += [f"~alg.TUNE.{k}" for k in structural]
             print(f"purejaxql: HYP_TUNE: {', '.join(structural)} change the program's shapes: hydra multirun over "
                   f"them, one compile each, in {sweep}/", flush=True)
+
     @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_PACKAGE, config_name="config")
     def _main(cfg):
         flat = OmegaConf.to_container(cfg, resolve=True)
@@ -153,7 +153,7 @@ def cli(spec: Spec, argv: Optional[List[str]] = None):
             run_experiment(spec, top, alg_cfg, run_dir, user_overrides)
         except ConfigError as e:
             if not top.get("RESUME"):
-                _remove_unused_run_dir(run_dir)
+                remove_unused_run_dir(run_dir)
             fail(str(e))
         except TrainingStopped as e:
             fail(f"training stopped: {e}", code=4)

@@ -6,6 +6,7 @@ algorithm reads is an error naming it, with the closest known key, so a typo is 
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Any, Dict, Mapping
 
 __all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "DERIVED_KEYS",
@@ -153,7 +154,6 @@ def unknown_key(key: str, known, alg_name, message: str = "unknown config key {k
 
 
 def _is_array(v) -> bool:
-    import sys
     jax = sys.modules.get("jax")
     return jax is not None and isinstance(v, jax.Array)
 
@@ -181,7 +181,7 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
         cfg = resolve_config({k: v for k, v in config.items() if k not in traced}, spec, env)
         return {**cfg, **traced}
     defaults = defaults_for(spec.algorithm)
-    alg_name = spec.module
+    alg_name = spec.algorithm
     cfg = {k: v for k, v in config.items() if k not in DERIVED_KEYS}
     unknown = [k for k in cfg if k not in defaults and k not in RUN_KEYS]
     if unknown:
@@ -275,7 +275,6 @@ def _check_replay(cfg, rollout):
     if cfg["TARGET_UPDATE_INTERVAL"] > cfg["NUM_UPDATES"]:
         # runs (a short smoke run of a shipped config), but the TD targets then come from the initial
         # network all along: one line on stderr, once per process for a given message
-        import sys
         message = (f"purejaxql: warning: TARGET_UPDATE_INTERVAL ({cfg['TARGET_UPDATE_INTERVAL']}) exceeds the "
                    f"number of updates ({cfg['NUM_UPDATES']}): the target network is never synced and the TD "
                    "targets come from the initial parameters")

@@ -18,18 +18,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxql.checkpoint import agent_params, checkpoint_path, load_checkpoint, save_checkpoint
+from purejaxql.checkpoint import (agent_params, checkpoint_path, load_checkpoint, resolve_path, save_checkpoint,
+                                  write_json)
 from purejaxql.config import DERIVED_KEYS, ConfigError, check_run_keys, resolve_config
 from purejaxql.driver import run_training
 from purejaxql.environments import env_label, make_env
 from purejaxql.loop import eval_key
-from purejaxql.run_folder import (RESULT_NEUTRAL_KEYS, Recorder, TrainingStopped, config_differences, latest_state,
-                                  read_config, state_header, versions, write_config, write_json)
+from purejaxql.run_folder import (RESULT_NEUTRAL_KEYS, Recorder, TrainingStopped, config_differences, resume_point,
+                                  versions, write_config)
 from purejaxql.spec import SPECS, Spec
 from purejaxql.tuning import grid_arrays, report_tune, tune_grid
 
-__all__ = ["run_experiment", "evaluate_checkpoint", "load_pretrained", "save_checkpoints", "resume_point",
-           "resume_config", "run_summary", "summarise", "checkpoint_every", "resolve_path"]
+__all__ = ["run_experiment", "evaluate_checkpoint", "load_pretrained", "save_checkpoints", "resume_config",
+           "run_summary", "summarise", "checkpoint_every"]
 
 
 def summarise(metrics: Dict[str, np.ndarray], timings: Dict[str, float], alg: str, env_name: str) -> str:
@@ -53,7 +54,6 @@ def summarise(metrics: Dict[str, np.ndarray], timings: Dict[str, float], alg: st
     return "\n".join(lines)
 
 
-
 def wandb_logger(cfg: Dict[str, Any], alg: str, env_name: str):
     """WANDB_MODE offline/online: (log(metrics of a chunk), the wandb run); disabled: (None, None)."""
     mode = cfg.get("WANDB_MODE", "disabled")
@@ -75,16 +75,6 @@ def wandb_logger(cfg: Dict[str, Any], alg: str, env_name: str):
     return log, run
 
 
-
-def resolve_path(path: str) -> str:
-    """``pkg:rel/path`` names a file shipped inside the purejaxql package; other paths are as given."""
-    if str(path).startswith("pkg:"):
-        from importlib.resources import files
-        return str(files("purejaxql").joinpath(str(path)[4:]))
-    return str(path)
-
-
-
 def load_pretrained(cfg: Dict[str, Any], spec: Spec, env) -> Optional[Dict[str, Any]]:
     """PRETRAINED_AGENTS {agent: checkpoint path} -> {agent: network params} (None for other modules)."""
     paths = cfg.get("PRETRAINED_AGENTS") or {}
@@ -100,7 +90,6 @@ def load_pretrained(cfg: Dict[str, Any], spec: Spec, env) -> Optional[Dict[str, 
             raise ConfigError(f"PRETRAINED_AGENTS names {agent!r}, which is not an agent of "
                               f"{cfg.get('ENV_NAME')} ({list(env.agents)})")
     return {agent: agent_params(resolve_path(path), agent) for agent, path in paths.items()}
-
 
 
 def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], spec: Spec, env_name: str,
@@ -123,7 +112,6 @@ def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], spe
             checkpoint_path(cfg["SAVE_PATH"], env_name, spec.module, seed, i)
         saved.append(str(save_checkpoint(path, jax.tree.map(lambda x: x[i], params), info)))
     return saved
-
 
 
 def evaluate_checkpoint(path: str, cfg: Dict[str, Any], spec: Spec) -> Dict[str, float]:
@@ -162,20 +150,6 @@ def evaluate_checkpoint(path: str, cfg: Dict[str, Any], spec: Spec) -> Dict[str,
     return out
 
 
-
-def resume_point(folder: Path):
-    """A run folder to resume -> (its config, its newest state checkpoint, that checkpoint's header)."""
-    if not folder.is_dir():
-        raise ConfigError(f"RESUME={folder}: no such folder")
-    saved = read_config(folder)
-    path = latest_state(folder)
-    if path is None:
-        raise ConfigError(f"RESUME={folder}: the folder holds no training-state checkpoint "
-                          "(checkpoints/state_u*.safetensors, saved every CHECKPOINT_INTERVAL)")
-    return saved, path, state_header(path)
-
-
-
 def resume_config(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], overrides: List[str]):
     """RESUME=<run folder>: the run's saved config, with the result-neutral run keys of this command line
     (PROGRESS, WATCHDOG_TIMEOUT, WANDB_*, CHECKPOINT_*, ...). Keys the command line sets that would change
@@ -205,7 +179,6 @@ def resume_config(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], over
     return run_keys, dict(saved["alg"]), path
 
 
-
 def start_distributed(run_dir: Path, top: Dict[str, Any]):
     """DISTRIBUTED=True: join the other hosts' processes (jax.distributed.initialize reads the cluster
     from Slurm / Open MPI / the JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID variables).
@@ -219,13 +192,11 @@ def start_distributed(run_dir: Path, top: Dict[str, Any]):
     return (run_dir if k == 0 else run_dir / f"process{k}"), {**top, "CHECKPOINT_INTERVAL": 0}
 
 
-
 def checkpoint_every(value: Any, num_updates: int) -> int:
     """CHECKPOINT_INTERVAL -> updates between state checkpoints: a fraction (< 1) of training or a number
     of updates (>= 1); 0 = none."""
     v = float(value or 0)
     return 0 if v == 0 else max(1, round(v * num_updates)) if v < 1 else int(v)
-
 
 
 def run_summary(history: Dict[str, np.ndarray], timings: Dict[str, float], alg: str, env_name: str,
@@ -253,7 +224,6 @@ def run_summary(history: Dict[str, np.ndarray], timings: Dict[str, float], alg: 
                 "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
                 "versions": versions()})
     return out
-
 
 
 def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run_dir: Path,

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, NamedTuple
 
+import chex
 import flashbax as fbx
 import jax
 import jax.numpy as jnp
@@ -102,6 +103,24 @@ class Parts(NamedTuple):
     buffer: Any           # the flashbax trajectory buffer
     tx: Any               # the optax optimiser
     mixer: Mixer
+
+
+def td_loss(team_reward: bool, mix: Callable, mixer_params, target_mixer_params, q_taken: jax.Array,
+            q_next: jax.Array, rewards: jax.Array, discount: jax.Array, state: jax.Array, mask=None) -> jax.Array:
+    """The loss of every replay algorithm (see the module docstring): q_taken, q_next (double-Q bootstrap
+    values), rewards (T, Bs, N); discount, mask (T, Bs) (mask None: every step); state (T+1, Bs, S).
+    ``mix`` is the algorithm's ``Mixer.apply``, with the online mixer's parameters on q_taken and the target
+    mixer's on q_next; with ``team_reward`` the mixed value learns from Σ_i r_i, otherwise (IQL) each agent's
+    value from its own reward."""
+    chex.assert_equal_shape([q_taken, q_next, rewards])
+    chex.assert_equal_shape([discount, q_taken[..., 0]])
+    if team_reward:  # one value for the team: Q_tot (T, Bs)
+        rewards = rewards.sum(-1)
+    else:            # independent values: Q_tot (T, Bs, N), one TD error per agent
+        discount = discount[..., None]
+    q_tot = mix(mixer_params, q_taken, state[:-1])
+    target = rewards + discount * mix(target_mixer_params, q_next, state[1:])
+    return masked_mean((jax.lax.stop_gradient(target) - q_tot) ** 2, mask)
 
 
 def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> Program:
@@ -190,14 +209,9 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         # TIMEOUT_AS_TERMINAL=False such transitions are left out of the loss instead of being
         # treated as terminal (the rest bootstrap as usual).
         mask = None if cfg["TIMEOUT_AS_TERMINAL"] else 1.0 - seq.timeout.astype(jnp.float32)  # (T, Bs)
-        rewards = seq.rewards * cfg["REW_SCALE"]                                        # (T, Bs, Nt)
-        if algorithm.team_reward:  # one value for the team: Q_tot (T, Bs)
-            rewards = rewards.sum(-1)
-        else:                      # independent values: Q_tot (T, Bs, Nt), one TD error per agent
-            discount = discount[..., None]
-        q_tot = mixer.apply(params["mixer"], q_taken, seq.state[:-1])
-        target = rewards + discount * mixer.apply(target_params["mixer"], q_next, seq.state[1:])
-        return masked_mean((jax.lax.stop_gradient(target) - q_tot) ** 2, mask), q_taken.mean()
+        loss = td_loss(algorithm.team_reward, mixer.apply, params["mixer"], target_params["mixer"], q_taken, q_next,
+                       seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask)
+        return loss, q_taken.mean()
 
     def learn_step(train: TrainState, seq: Chunk):
         """One gradient step on sequences (T+1, Bs, ...) -> (train, (loss, mean Q of the taken actions))."""

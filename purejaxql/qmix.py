@@ -14,7 +14,6 @@ mixer (purejaxql.q_learning):
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from flax.linen.initializers import constant
 

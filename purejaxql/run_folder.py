@@ -1,4 +1,4 @@
-"""The run folder: what a CLI run leaves behind, and the full training state it resumes from.
+"""The run folder: what a CLI run leaves behind, and how it is written while the run trains.
 
     <run folder>/                 hydra's output dir (outputs/<date>/<time>/ unless hydra.run.dir=...)
       config.yaml                 resolved config: run keys + the ``alg`` block; RESUME compares against it
@@ -7,167 +7,35 @@
       training_plots.png          training / greedy return, win rate, loss, mean Q, ε (purejaxql.plots)
       checkpoints/
         state_u<U>.safetensors    full training state after U updates (the last CHECKPOINT_KEEP kept)
-        seed<SEED>_<i>.safetensors  each seed's final parameters (purejaxql.checkpoint format) + .yaml
+        seed<SEED>_<i>.safetensors  each seed's final parameters + .yaml
 
-Every file is written under a temporary name and renamed into place, so a run killed at any moment
-leaves either the previous version of a file or the new one, never half of one; files follow the umask.
-
-A state checkpoint holds every leaf of the runner state (parameters, target parameters, optimiser state,
-replay buffer, environment states, RNN hidden states, RNG keys, counters) under its pytree path, the
-metrics of the updates done so far under ``metrics/<name>``, and a JSON header (config, updates done, how
-packed tensors are rebuilt). A replay buffer's ``experience`` is stored up to its filled length only (the
-rest is the zeros its ``init`` wrote, put back on loading), and large tensors are zlib-compressed where that
-saves 10% or more. Before writing, the free space is checked: a disk without room stops the run
-(:class:`TrainingStopped`) with the previous checkpoint intact. Loading checks each leaf's shape and dtype
-against the state the program expects.
+Both kinds of checkpoint, their format and the atomic write every file here goes through are
+purejaxql.checkpoint's: a run killed at any moment leaves either the previous version of a file or the new
+one, never half of one; files follow the umask. A disk without room for a state checkpoint stops the run
+(:class:`TrainingStopped`) with the previous checkpoint intact.
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
-import re
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from purejaxql.checkpoint import NotEnoughSpace, atomic_write, pack_tensors, unpack_tensor, write_safetensors
+from purejaxql.checkpoint import NotEnoughSpace, latest_state, load_state, save_state, state_header, write_text
 from purejaxql.config import ConfigError
 
-__all__ = ["atomic_write", "save_state", "load_state", "state_header", "latest_state", "state_files",
-           "MetricsCSV", "read_metrics_csv", "write_config", "read_config", "config_differences", "versions",
+__all__ = ["MetricsCSV", "read_metrics_csv", "write_config", "read_config", "config_differences", "versions",
            "first_non_finite", "non_finite_while_learning", "Recorder", "TrainingStopped", "RESULT_NEUTRAL_KEYS",
-           "buffer_fill", "NotEnoughSpace"]
+           "resume_point"]
 
-STATE_FORMAT = "purejaxql-train-state/2"  # /2: packed tensors (filled part of replay buffers, zlib)
-READABLE_FORMATS = ("purejaxql-train-state/1", STATE_FORMAT)
-HEADER_KEY = "purejaxql_state"
 PLOT_EVERY_S = 60.0  # training_plots.png is refreshed with a state checkpoint at most this often
-STATE_RE = re.compile(r"^state_u(\d+)\.safetensors$")
 
 # Run keys that do not change what a run computes: a resumed run may change them.
 RESULT_NEUTRAL_KEYS = {"PROGRESS", "WATCHDOG_TIMEOUT", "WANDB_MODE", "ENTITY", "PROJECT", "WANDB_LOG_ALL_SEEDS",
                        "SAVE_PATH", "CHECKPOINT_INTERVAL", "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME", "DEBUG"}
-
-
-def _write_text(path: Path, text: str) -> Path:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    return atomic_write(path, write)
-
-
-# ----------------------------------------------------------------------------------------------- state
-
-
-def _leaves(tree) -> List[Tuple[str, Any]]:
-    import jax
-    return [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def _is_buffer(x) -> bool:
-    return all(hasattr(x, f) for f in ("experience", "current_index", "is_full"))
-
-
-def buffer_fill(tree) -> Dict[str, Tuple[int, int]]:
-    """The replay buffers in a state (flashbax trajectory buffers: ``experience`` leaves shaped (*runs, add
-    batch, time, ...), ``current_index`` and ``is_full`` shaped (*runs)) -> {leaf name: (time axis, filled
-    length)}. Until a buffer is full, time steps from ``current_index`` on still hold the zeros of its
-    ``init``; the filled length is the largest over the runs."""
-    import jax
-    out = {}
-    for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_buffer)[0]:
-        if not _is_buffer(node):
-            continue
-        index, full = np.asarray(node.current_index), np.asarray(node.is_full)
-        axis = index.ndim + 1
-        for sub, x in jax.tree_util.tree_flatten_with_path(node.experience)[0]:
-            n = x.shape[axis] if full.any() else int(index.max(initial=0))
-            out[jax.tree_util.keystr((*path, jax.tree_util.GetAttrKey("experience"), *sub))] = (axis, n)
-    return out
-
-
-def state_files(folder: Path) -> List[Path]:
-    """State checkpoints of a run folder, oldest first (temporary files are not checkpoints)."""
-    ck = Path(folder) / "checkpoints"
-    found = [(int(m.group(1)), p) for p in ck.glob("state_u*.safetensors") if (m := STATE_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def latest_state(folder: Path) -> Optional[Path]:
-    files = state_files(folder)
-    return files[-1] if files else None
-
-
-def save_state(folder: Path, runner, history: Dict[str, np.ndarray], updates_done: int, info: Dict[str, Any],
-               keep: int) -> Path:
-    """Write the full runner state after ``updates_done`` updates (+ the metrics so far) atomically, then
-    delete all but the newest ``keep`` state checkpoints. Raises :class:`NotEnoughSpace` (nothing written,
-    nothing deleted) when the disk has no room for it."""
-    import jax
-
-    tensors = {}
-    for name, x in _leaves(runner):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed keys are stored as their data
-            x = jax.random.key_data(x)
-        tensors["state" + name] = np.ascontiguousarray(np.asarray(x))
-    for k, v in history.items():
-        tensors["metrics/" + k] = np.ascontiguousarray(v)
-    filled = {"state" + name: rule for name, rule in buffer_fill(runner).items()}
-    tensors, packed = pack_tensors(tensors, filled)
-    header = {"format": STATE_FORMAT, "updates_done": int(updates_done), **info, "packed": packed}
-    path = Path(folder) / "checkpoints" / f"state_u{updates_done:09d}.safetensors"
-    write_safetensors(path, tensors, {HEADER_KEY: json.dumps(header)})
-    for old in state_files(folder)[:-keep]:
-        old.unlink()
-    return path
-
-
-def state_header(path: Path) -> Dict[str, Any]:
-    """The JSON header of a state checkpoint (reads no tensors)."""
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            header = json.loads((f.metadata() or {})[HEADER_KEY])
-        assert header.get("format") in READABLE_FORMATS, f"format {header.get('format')!r}"
-        return header
-    except Exception as e:
-        raise ConfigError(f"state checkpoint {str(path)!r} is corrupt or not a purejaxql training state "
-                          f"({type(e).__name__}: {e}); delete it to resume from the one before") from None
-
-
-def load_state(path: Path, template) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Any]]:
-    """-> (runner state shaped like ``template``, metrics so far, header). A file that is not a complete
-    state checkpoint of this program raises :class:`ConfigError` naming the file and the problem."""
-    import jax
-    import jax.numpy as jnp
-    from safetensors import safe_open
-
-    header = state_header(path)
-    packed = header.get("packed") or {}
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            stored = {k: unpack_tensor(k, f.get_tensor(k), packed[k]) if k in packed else f.get_tensor(k)
-                      for k in f.keys()}
-    except Exception as e:
-        raise ConfigError(f"state checkpoint {str(path)!r} is corrupt or not a purejaxql training state "
-                          f"({type(e).__name__}: {e}); delete it to resume from the one before") from None
-    leaves = []
-    for name, want in _leaves(template):
-        x = stored.get("state" + name)
-        is_key = jax.dtypes.issubdtype(want.dtype, jax.dtypes.prng_key)
-        shape, dtype = (jax.eval_shape(jax.random.key_data, want).shape, np.uint32) if is_key else \
-            (want.shape, want.dtype)
-        if x is None or x.shape != tuple(shape) or x.dtype != dtype:
-            got = "missing" if x is None else f"{x.dtype}{list(x.shape)}"
-            raise ConfigError(f"state checkpoint {str(path)!r} does not fit this run: {name} is {got}, the "
-                              f"program expects {np.dtype(dtype)}{list(shape)}")
-        leaves.append(jax.random.wrap_key_data(jnp.asarray(x)) if is_key else jnp.asarray(x))
-    treedef = jax.tree_util.tree_structure(template)
-    history = {k[len("metrics/"):]: v for k, v in stored.items() if k.startswith("metrics/")}
-    return jax.tree_util.tree_unflatten(treedef, leaves), history, header
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -194,7 +62,7 @@ class MetricsCSV:
         self.names = sorted(history)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow([*(self.index or {"seed_index": 0}), "update", *self.names])
-        _write_text(self.path, buf.getvalue() + self._rows(history, 0))
+        write_text(self.path, buf.getvalue() + self._rows(history, 0))
 
     def append(self, chunk: Dict[str, np.ndarray], first_update: int):
         if set(chunk) != set(self.names):
@@ -235,7 +103,7 @@ def read_metrics_csv(path: Path) -> Dict[str, np.ndarray]:
 def write_config(folder: Path, run_keys: Dict[str, Any], alg_keys: Dict[str, Any]) -> Path:
     import yaml
     text = yaml.safe_dump({**run_keys, "alg": alg_keys}, sort_keys=False)
-    return _write_text(Path(folder) / "config.yaml", text)
+    return write_text(Path(folder) / "config.yaml", text)
 
 
 def read_config(folder: Path) -> Dict[str, Any]:
@@ -249,6 +117,20 @@ def read_config(folder: Path) -> Dict[str, Any]:
     except Exception:
         raise ConfigError(f"RESUME={folder}: {path} is not a run's config") from None
     return cfg
+
+
+def resume_point(folder: Path) -> Tuple[Dict[str, Any], Path, Dict[str, Any]]:
+    """A run folder to resume -> (its config, its newest state checkpoint, that checkpoint's header); a
+    folder that cannot be resumed raises :class:`ConfigError` saying why."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"RESUME={folder}: no such folder")
+    saved = read_config(folder)
+    path = latest_state(folder)
+    if path is None:
+        raise ConfigError(f"RESUME={folder}: the folder holds no training-state checkpoint "
+                          "(checkpoints/state_u*.safetensors, saved every CHECKPOINT_INTERVAL)")
+    return saved, path, state_header(path)
 
 
 def config_differences(saved: Dict[str, Any], now: Dict[str, Any], keys: Sequence[str]) -> List[str]:
@@ -294,23 +176,6 @@ def versions() -> Dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def _strict(x):
-    """JSON-safe: NaN / inf become null."""
-    if isinstance(x, dict):
-        return {k: _strict(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def write_json(path: Path, data: Dict[str, Any]) -> Path:
-    return _write_text(Path(path), json.dumps(_strict(data), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------- faults, recording

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
+from purejaxql.config import ConfigError, resolve_config
+
 __all__ = ["Spec", "SPECS", "ALGORITHMS", "REPLAY_ALGORITHMS", "VARIANTS"]
 
 REPLAY_ALGORITHMS = ("iql", "vdn", "qmix")   # the replay loop (purejaxql.q_learning), one mixer each
@@ -58,7 +60,6 @@ class Spec:
         ``pretrained_agents`` {agent name: network parameters} for the ``*_pretrained`` modules only."""
         # the heavy modules (JAX, flax, flashbax) load here, once the input is known to be good
         from purejaxql import iql, pqn, q_learning, qmix, vdn
-        from purejaxql.config import ConfigError, resolve_config
         from purejaxql.networks import SeparateAgents, SharedAgents
         from purejaxql.pretrained import pretrained_variant
 

@@ -34,7 +34,8 @@ import numpy as np
 import yaml
 
 from purejaxql.config import ConfigError, resolve_config
-from purejaxql.run_folder import _write_text, non_finite_while_learning
+from purejaxql.checkpoint import write_text
+from purejaxql.run_folder import non_finite_while_learning
 
 __all__ = ["TRACEABLE", "expand", "split_structural", "grid_arrays", "rank", "rank_order", "table_text",
            "write_table", "save_tune_plot", "read_table", "tune_grid", "report_tune", "combine_tune"]
@@ -139,7 +140,7 @@ def write_table(path: Path, rows: Sequence[Dict[str, Any]]) -> Path:
     w.writerow(["rank", *names])
     for i, r in enumerate(rows):
         w.writerow([i + 1, *(repr(r[k]) if isinstance(r[k], float) else r[k] for k in names)])
-    return _write_text(Path(path), buf.getvalue())
+    return write_text(Path(path), buf.getvalue())
 
 
 def read_table(path: Path) -> List[Dict[str, Any]]:

@@ -35,7 +35,7 @@ def main():
     import importlib
 
     importlib.import_module("jaxmarl")  # before stderr is redirected: importing it replaces sys.stderr
-    from purejaxql.run import cli
+    from purejaxql.cli import cli
     spec = Path(sys.argv[1]).resolve()
     data = json.loads(spec.read_text())
     cases = data["cases"]
@@ -54,7 +54,7 @@ def main():
         code = 0
         with contextlib.redirect_stderr(err):
             try:
-                cli(importlib.import_module(f"purejaxql.{module}").make_train, module, list(args))
+                cli(importlib.import_module(f"purejaxql.{module}").SPEC, list(args))
             except SystemExit as e:
                 code = e.code
         out.append({"code": code, "err": err.getvalue(), "before": before, "after": files(work)})

@@ -15,7 +15,7 @@ import numpy as np
 from jaxmarl import make
 
 from purejaxql import pqn_ps, qmix_ps
-from purejaxql.run import run_training
+from purejaxql.driver import run_training
 
 SEED = 3
 QMIX = dict(NUM_ENVS=4, NUM_STEPS=8, TOTAL_TIMESTEPS=4 * 8 * 6, BUFFER_SIZE=32, BUFFER_BATCH_SIZE=4,
@@ -41,8 +41,9 @@ def train_each_way(make_train, config, env, alg, chunked=True):
     if not chunked:
         return out
     # the CLI's way: chunks of updates (one run goes unbatched; arrays carry a leading run axis of 1)
-    state, metrics, _, cfg = run_training(make_train, config, env, SEED, 1, progress=False, watchdog_timeout=0)
-    assert cfg["NUM_UPDATES"] == 6
+    program = make_train(config, env)
+    state, metrics, _ = run_training(lambda traced: program, SEED, 1, progress=False, watchdog_timeout=0)
+    assert program.config["NUM_UPDATES"] == 6
     out.update({f"{alg}/chunked/{k}": v[0] for k, v in metrics.items()})
     out.update(flat_params(jax.tree.map(lambda x: x[0], state["runner"].train.params), f"{alg}/chunked"))
     return out

@@ -61,12 +61,11 @@ def one_run(module: str, config: dict, with_prey: bool) -> Dict[str, np.ndarray]
     import jax
 
     from purejaxql.environments import make_env
-    from purejaxql.experiment import resolve_path
 
     mod = importlib.import_module(f"purejaxql.{module}")
     env = make_env(config)
     cfg = {k: v for k, v in config.items() if k not in ("ENV_NAME", "MAP_NAME")}
-    from purejaxql.checkpoint import agent_params
+    from purejaxql.checkpoint import agent_params, resolve_path
     frozen = ({"agent_0": agent_params(resolve_path(PREY), "agent_0")},) if with_prey else ()
     out = jax.jit(mod.make_train(cfg, env, *frozen))(jax.random.PRNGKey(SEED))
     result = {k: np.asarray(v) for k, v in out["metrics"].items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-import purejaxql.run_folder as rf
+import purejaxql.checkpoint as ck
 
 
 def use_compilation_cache(monkeypatch, folder, default_opt_level=False):
@@ -31,11 +31,11 @@ def crash_copy(run: Path, dst: Path, at: int) -> Path:
     parameters, summary, tune table gone, metrics.csv cut in the middle of a row, and the next state
     checkpoint half-written under its temporary name."""
     shutil.copytree(run, dst)
-    ck = dst / "checkpoints"
-    later = [p for p in rf.state_files(dst) if rf.state_header(p)["updates_done"] > at]
-    assert later and (ck / f"state_u{at:09d}.safetensors").is_file(), sorted(p.name for p in ck.iterdir())
+    folder = dst / "checkpoints"
+    later = [p for p in ck.state_files(dst) if ck.state_header(p)["updates_done"] > at]
+    assert later and (folder / f"state_u{at:09d}.safetensors").is_file(), sorted(p.name for p in folder.iterdir())
     later[0].with_name(later[0].name + ".tmp").write_bytes(later[0].read_bytes()[:1000])
-    for p in [*later, *ck.glob("seed*")]:
+    for p in [*later, *folder.glob("seed*")]:
         p.unlink()
     for name in ("summary.json", "tune.csv", "tune_plot.png"):
         (dst / name).unlink(missing_ok=True)
@@ -47,7 +47,7 @@ def crash_copy(run: Path, dst: Path, at: int) -> Path:
     return dst
 
 
-STATE_KEY = "state['runner'].rng"  # the RNG key every update of the CLI's program splits
+STATE_KEY = "state/runner/rng"  # the RNG key every update of the CLI's program splits
 
 
 def perturb_rng(path: Path) -> int:
@@ -59,7 +59,7 @@ def perturb_rng(path: Path) -> int:
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    header = json.loads(meta[rf.HEADER_KEY])
+    header = json.loads(meta[ck.HEADER_KEY])
     assert STATE_KEY in tensors and STATE_KEY not in header["packed"], sorted(tensors)
     tensors[STATE_KEY] = tensors[STATE_KEY] ^ np.uint32(1)
     save_file(tensors, str(path), metadata=meta)

@@ -17,7 +17,8 @@ import pytest
 from jaxmarl.environments.multi_agent_env import MultiAgentEnv
 from jaxmarl.environments.spaces import Box, Discrete
 
-from purejaxql.evaluation import make_greedy_eval, reset_envs, step_envs
+from purejaxql.environments import reset_envs, step_envs
+from purejaxql.evaluation import make_greedy_eval
 from purejaxql.loop import Setup, episode_stats, eval_key, record
 from purejaxql.utils import CTRolloutManager
 

@@ -36,7 +36,7 @@ def test_orthogonal_init_is_orthogonal(shape):
 def test_watchdog_ends_a_stalled_run_loudly():
     import subprocess
     import sys
-    code = ("import time\nfrom purejaxql.run import Watchdog\nw = Watchdog(1.0)\nw.beat(0.01)\n"
+    code = ("import time\nfrom purejaxql.driver import Watchdog\nw = Watchdog(1.0)\nw.beat(0.01)\n"
             "time.sleep(30)\nprint('not stopped')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 3

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from purejaxql import qmix_ns
-from purejaxql.run import make_env
+from purejaxql.environments import make_env
 
 RANDOM_RETURN = -83.8
 THRESHOLD = -25.0  # above every muted listener's evaluations (best -27.5), below every listener's end (-19.5)

@@ -7,13 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from purejaxql import iql, qmix, vdn
 from purejaxql.config import QMIX_DEFAULTS
-from purejaxql.iql import iql_loss
 from purejaxql.networks import AgentNetwork, SharedAgents
-from purejaxql.qmix import init_mixer, make_mixer, qmix_loss
+from purejaxql.q_learning import td_loss
 from purejaxql.rl_math import (double_q_bootstrap, double_q_td_error, epsilon_greedy,
                                linear_schedule, masked_argmax, masked_mean)
-from purejaxql.vdn import vdn_loss, vdn_mix
+
+
+def loss_of(algorithm, online, target, q_taken, q_next, rewards, discount, states=None):
+    """The replay loop's loss (q_learning.td_loss) with ``algorithm``'s mixer (no mask)."""
+    T, Bs, N = np.shape(q_taken)
+    states = np.zeros((T + 1, Bs, 0), np.float32) if states is None else states
+    mixer = algorithm.make_mixer(dict(QMIX_DEFAULTS), N, states.shape[-1])
+    return td_loss(algorithm.team_reward, mixer.apply, online, target, q_taken, q_next, rewards, discount, states)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -230,7 +237,7 @@ def loss_data():
 def test_vdn_mix_is_sum():
     rng = np.random.default_rng(4)
     q = rng.normal(size=(3, 4, 5)).astype(np.float32)
-    got = np.asarray(vdn_mix(jnp.asarray(q)))
+    got = np.asarray(vdn.vdn_mix({}, jnp.asarray(q), jnp.zeros((3, 4, 0))))
     expected = np.zeros((3, 4))
     for i in range(3):
         for j in range(4):
@@ -241,7 +248,7 @@ def test_vdn_mix_is_sum():
 
 def test_vdn_loss_matches_numpy(loss_data):
     d = loss_data
-    got = float(vdn_loss({}, {}, {}, d["q_taken"], d["q_next"], d["rewards"], d["discount"], None))
+    got = float(loss_of(vdn.VDN, {}, {}, d["q_taken"], d["q_next"], d["rewards"], d["discount"]))
     sq = []
     for t in range(d["T"]):
         for b in range(d["Bs"]):
@@ -253,7 +260,7 @@ def test_vdn_loss_matches_numpy(loss_data):
 def test_vdn_loss_gradient_only_through_q_taken(loss_data):
     d = loss_data
     g_taken, g_next = jax.grad(
-        lambda qt, qn: vdn_loss({}, {}, {}, qt, qn, d["rewards"], d["discount"], None),
+        lambda qt, qn: loss_of(vdn.VDN, {}, {}, qt, qn, d["rewards"], d["discount"]),
         argnums=(0, 1))(jnp.asarray(d["q_taken"]), jnp.asarray(d["q_next"]))
     np.testing.assert_array_equal(np.asarray(g_next), 0.0)
     # dL/dq_taken[t,b,i] = -2 (y - Q_tot) / (T*Bs), identical for every agent i
@@ -297,8 +304,8 @@ def np_qmixer(params, q, s, N, E):
 @pytest.fixture(scope="module")
 def qmix_setup():
     cfg = dict(QMIX_DEFAULTS)
-    mixer = make_mixer(cfg, QMIX_N)
-    params = init_mixer(jax.random.PRNGKey(0), cfg, QMIX_N, QMIX_S)
+    mixer = qmix.make_mixer(cfg, QMIX_N, QMIX_S)
+    params = mixer.init(jax.random.PRNGKey(0))
     # large random perturbation of every parameter (numpy noise: no extra compiles)
     noise_rng = np.random.default_rng(11)
     params = jax.tree_util.tree_map(np.asarray, params)
@@ -361,7 +368,7 @@ def test_qmix_loss_matches_numpy(qmix_setup, loss_data):
     q_next = np.concatenate([d["q_next"], d["q_next"][..., :1]], -1)
     rewards = np.concatenate([d["rewards"], d["rewards"][..., :1]], -1)
     # online mixer = noisy params, target mixer = initial params (must not be swapped)
-    got = float(qmix_loss(cfg, noisy, params, q_taken, q_next, rewards, d["discount"], states))
+    got = float(loss_of(qmix.QMIX, noisy, params, q_taken, q_next, rewards, d["discount"], states))
     sq = []
     for t in range(d["T"]):
         for b in range(d["Bs"]):
@@ -373,7 +380,7 @@ def test_qmix_loss_matches_numpy(qmix_setup, loss_data):
 
 def test_iql_loss_matches_numpy(loss_data):
     d = loss_data
-    got = float(iql_loss({}, {}, {}, d["q_taken"], d["q_next"], d["rewards"], d["discount"], None))
+    got = float(loss_of(iql.IQL, {}, {}, d["q_taken"], d["q_next"], d["rewards"], d["discount"]))
     sq = []
     for t in range(d["T"]):
         for b in range(d["Bs"]):

@@ -9,8 +9,8 @@ import pytest
 
 from envs import EchoGame
 from purejaxql import pqn_ns, pqn_ps, pqn_ps_pretrained
-from purejaxql.checkpoint import agent_params
-from purejaxql.run import make_env, resolve_path
+from purejaxql.checkpoint import agent_params, resolve_path
+from purejaxql.environments import make_env
 
 SPREAD = make_env({"ENV_NAME": "MPE_simple_spread_v3"})
 
@@ -51,9 +51,9 @@ def test_learner_replays_exactly_what_the_actor_saw():
             data = P.samples(steps, context, g, mask)
             context = P.next_context(context, steps, h)
         _, q = train.agents.learner.apply(params, data.hidden, data.obs, data.first)
-        return q[-T:], steps["q"], data, steps
+        return q[-T:], steps.q, data, steps
     q_learner, q_actor, data, steps = rollouts(runner)
-    assert data.obs.shape[0] == W + T and np.asarray(steps["first"]).any()  # an episode started in it
+    assert data.obs.shape[0] == W + T and np.asarray(steps.first).any()  # an episode started in it
     np.testing.assert_allclose(np.asarray(q_learner), np.asarray(q_actor), rtol=1e-5, atol=1e-5)
 
 
@@ -91,17 +91,17 @@ def test_q_lambda_targets_match_a_plain_loop(mixer, timeout_terminal):
         _, q_end = train.agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])
         return steps, q_end[0], carry.avail, P.targets(params, carry, steps)
     steps, q_end, avail_end, (g, mask) = jax.tree.map(np.asarray, go(runner))
-    assert steps["timeout"].any() and (steps["done"] & ~steps["timeout"]).any()  # both kinds of end
-    q_next = np.concatenate([steps["q"][1:], q_end[None]])
-    avail_next = np.concatenate([steps["avail"][1:], avail_end[None]])
+    assert steps.timeout.any() and (steps.done & ~steps.timeout).any()  # both kinds of end
+    q_next = np.concatenate([steps.q[1:], q_end[None]])
+    avail_next = np.concatenate([steps.avail[1:], avail_end[None]])
     assert (avail_next == 0).any()
     v_next = np.where(avail_next > 0, q_next, -np.inf).max(-1)                    # (T, B, N) max_a Q_i
-    r = 2.0 * steps["rewards"]                                                    # (T, B, N)
+    r = 2.0 * steps.rewards                                                    # (T, B, N)
     for b in range(B):
         for i in range(env.num_agents) if mixer == "none" else [None]:
             r_b = r[:, b].sum(-1) if i is None else r[:, b, i]
             v_b = v_next[:, b].sum(-1) if i is None else v_next[:, b, i]
-            want_g, want_mask = py_targets(r_b, steps["done"][:, b], steps["timeout"][:, b], v_b, gamma, lam,
+            want_g, want_mask = py_targets(r_b, steps.done[:, b], steps.timeout[:, b], v_b, gamma, lam,
                                            timeout_terminal)
             got = g[:, b] if i is None else g[:, b, i]
             np.testing.assert_allclose(got, want_g, rtol=1e-4, atol=1e-4)

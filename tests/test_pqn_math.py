@@ -152,14 +152,16 @@ def test_layer_norm_equals_flax_values_and_autodiff_gradients():
     ({"TARGET_UPDATE_INTERVAL": 10}, "'TARGET_UPDATE_INTERVAL' is not used by pqn (it belongs to iql/vdn/qmix)"),
 ])
 def test_pqn_config_errors_name_the_culprit(extra, message):
-    from purejaxql.config import PQN_DEFAULTS, ConfigError, resolve_config
+    from purejaxql.config import ConfigError, resolve_config
+    from purejaxql.spec import Spec
     with pytest.raises(ConfigError) as e:
-        resolve_config({"NUM_ENVS": 8, "NUM_STEPS": 16, "TEST_NUM_STEPS": 26, "TOTAL_TIMESTEPS": 1e4,
-                        "OBS_AGENT_ID": True, **extra}, PQN_DEFAULTS, None, "pqn")
+        resolve_config({"NUM_ENVS": 8, "NUM_STEPS": 16, "TEST_NUM_STEPS": 26, "TOTAL_TIMESTEPS": 1e4, **extra},
+                       Spec("pqn"))
     assert message in str(e.value)
 
 
 def test_replay_config_rejects_pqn_keys():
-    from purejaxql.config import Q_LEARNING_DEFAULTS, ConfigError, resolve_config
+    from purejaxql.config import ConfigError, resolve_config
+    from purejaxql.spec import Spec
     with pytest.raises(ConfigError, match="'LAMBDA' is not used by vdn .it belongs to pqn"):
-        resolve_config({"NUM_STEPS": 26, "TEST_NUM_STEPS": 26, "OBS_AGENT_ID": True, "LAMBDA": 0.5}, Q_LEARNING_DEFAULTS, None, "vdn")
+        resolve_config({"NUM_STEPS": 26, "TEST_NUM_STEPS": 26, "LAMBDA": 0.5}, Spec("vdn"))

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from purejaxql import vdn_ps_pretrained
-from purejaxql.checkpoint import agent_params, load_checkpoint, load_params, save_checkpoint
+from purejaxql.checkpoint import agent_params, load_checkpoint, load_params, resolve_path, save_checkpoint
 from purejaxql.config import ConfigError
+from purejaxql.environments import make_env
 from purejaxql.evaluation import greedy_actions
 from purejaxql.networks import AgentNetwork, SeparateAgents, SharedAgents
 from purejaxql.pretrained import network_of
-from purejaxql.run import make_env, resolve_path
 
 PREY = "pkg:checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors"
 N_TAG, OBS_TAG, A_TAG = 4, 16, 5

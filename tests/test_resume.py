@@ -10,7 +10,7 @@ import time
 
 import pytest
 from cli_cases import cli_cases
-from purejaxql.run_folder import latest_state
+from purejaxql.checkpoint import latest_state
 from resume_tools import assert_resumed_from, assert_same_params, params_differ, perturb_rng, use_compilation_cache
 
 # QMIX (replay buffer, target network, GRU hidden states, mixer): the most state to get right. The buffer

@@ -12,7 +12,7 @@ import json
 
 import pytest
 from cli_cases import cli_cases
-from purejaxql.run_folder import state_files
+from purejaxql.checkpoint import state_files
 from resume_tools import (assert_resumed_from, assert_same_params, crash_copy, params_differ, perturb_rng,
                           use_compilation_cache)
 

@@ -1,7 +1,10 @@
-"""Unit tests of the run folder (purejaxql.run_folder) and the CLI helpers around it (purejaxql.run,
-purejaxql.config.check_run_keys): state checkpoints, metrics.csv, the NaN check, the Recorder, config
-comparison, key prechecks and the clean-up of unused run folders. Tiny numpy / jnp pytrees only: no
-training program is compiled, the whole file runs in a few seconds."""
+"""Unit tests of the run folder (purejaxql.run_folder), the checkpoints it holds (purejaxql.checkpoint) and
+the CLI helpers around it (purejaxql.cli, .experiment, .driver, purejaxql.config.check_run_keys): state
+checkpoints, metrics.csv, the NaN check, the Recorder, config comparison, key prechecks, the clean-up of
+unused run folders, and the one safetensors scheme of both kinds of checkpoint, which still reads the files
+written before it (section 12; the old files are tests/fixtures/legacy/, written by the old code itself: see
+tests/legacy_checkpoints.py). Tiny numpy / jnp pytrees only: no training program is compiled, the whole file
+runs in a few seconds."""
 import errno
 import functools
 import json
@@ -16,10 +19,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+import legacy_checkpoints as legacy
 import purejaxql.checkpoint as ck
 import purejaxql.run_folder as rf
 from purejaxql.config import RUN_KEYS, ConfigError, check_run_keys
-from purejaxql.run import _precheck_keys, _remove_unused_run_dir, checkpoint_every, run_summary
+from purejaxql.cli import precheck_keys, remove_unused_run_dir
+from purejaxql.experiment import checkpoint_every, run_summary
 
 S = 2  # seeds (the leading axis of every runner leaf and metric)
 # float32 bit patterns a lossy round trip would change: NaN with a payload, -0.0, a denormal, +inf
@@ -108,11 +113,11 @@ def test_save_load_state_round_trip(tmp_path):
     runner = make_runner()
     history = make_history(3)
     info = {"module": "qmix_ps", "env": "MPE_simple_spread_v3", "config": {"SEED": 0, "alg": {"LR": 0.005}}}
-    path = rf.save_state(tmp_path, runner, history, 7, info, keep=2)
+    path = ck.save_state(tmp_path, runner, history, 7, info, keep=2)
     assert path == tmp_path / "checkpoints" / "state_u000000007.safetensors" and path.is_file()
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))  # written under a temporary name, renamed
 
-    loaded, hist, header = rf.load_state(path, template_of(runner))
+    loaded, hist, header = ck.load_state(path, template_of(runner))
     assert isinstance(loaded, Runner) and isinstance(loaded.train, Train)
     assert_same_tree(loaded, runner)
     assert jax.dtypes.issubdtype(loaded.key.dtype, jax.dtypes.prng_key)
@@ -121,34 +126,34 @@ def test_save_load_state_round_trip(tmp_path):
     assert list(hist) == list(history)
     for k, v in history.items():
         assert hist[k].dtype == v.dtype and hist[k].tobytes() == v.tobytes(), k
-    assert header["updates_done"] == 7 and header["format"] == rf.STATE_FORMAT
+    assert header["updates_done"] == 7 and header["format"] == ck.FORMAT and header["kind"] == "state"
     assert {k: header[k] for k in info} == info
-    assert rf.state_header(path) == header
+    assert ck.state_header(path) == header
     # the loaded typed key behaves like the original one
     np.testing.assert_array_equal(jax.random.uniform(loaded.key[1]), jax.random.uniform(runner.key[1]))
 
 
 def test_keep_last_checkpoints_and_ignore_temporary_files(tmp_path):
     runner, history = make_runner(), make_history(2)
-    ck = tmp_path / "checkpoints"
+    folder = tmp_path / "checkpoints"
     for u in (2, 4, 6):
-        rf.save_state(tmp_path, runner, history, u, {}, keep=2)
-    assert sorted(p.name for p in ck.iterdir()) == ["state_u000000004.safetensors", "state_u000000006.safetensors"]
-    (ck / "state_u000000008.safetensors.tmp").write_bytes(b"half a checkpoint")
-    (ck / "state_ulatest.safetensors").write_bytes(b"not ours")
-    assert [p.name for p in rf.state_files(tmp_path)] == ["state_u000000004.safetensors",
+        ck.save_state(tmp_path, runner, history, u, {}, keep=2)
+    assert sorted(p.name for p in folder.iterdir()) == ["state_u000000004.safetensors", "state_u000000006.safetensors"]
+    (folder / "state_u000000008.safetensors.tmp").write_bytes(b"half a checkpoint")
+    (folder / "state_ulatest.safetensors").write_bytes(b"not ours")
+    assert [p.name for p in ck.state_files(tmp_path)] == ["state_u000000004.safetensors",
                                                          "state_u000000006.safetensors"]
-    assert rf.latest_state(tmp_path) == ck / "state_u000000006.safetensors"
-    assert rf.state_header(rf.latest_state(tmp_path))["updates_done"] == 6
+    assert ck.latest_state(tmp_path) == folder / "state_u000000006.safetensors"
+    assert ck.state_header(ck.latest_state(tmp_path))["updates_done"] == 6
     # checkpoints are ordered by update number, not by name
-    rf.save_state(tmp_path, runner, history, 1_000_000_000, {}, keep=5)
-    assert rf.latest_state(tmp_path).name == "state_u1000000000.safetensors"
-    assert rf.latest_state(tmp_path / "nowhere") is None
+    ck.save_state(tmp_path, runner, history, 1_000_000_000, {}, keep=5)
+    assert ck.latest_state(tmp_path).name == "state_u1000000000.safetensors"
+    assert ck.latest_state(tmp_path / "nowhere") is None
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "sub" / "f.txt"
-    rf.atomic_write(target, lambda tmp: Path(tmp).write_text("old"))
+    ck.atomic_write(target, lambda tmp: Path(tmp).write_text("old"))
     assert target.read_text() == "old" and not list(target.parent.glob("*.tmp"))
 
     def broken(tmp):
@@ -156,7 +161,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise RuntimeError("killed mid-write")
 
     with pytest.raises(RuntimeError):
-        rf.atomic_write(target, broken)
+        ck.atomic_write(target, broken)
     assert target.read_text() == "old" and not list(target.parent.glob("*.tmp"))  # no partial file left
 
 
@@ -165,7 +170,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_load_state_shape_mismatch_names_leaf_and_both_shapes(tmp_path):
     runner = make_runner()
-    path = rf.save_state(tmp_path, runner, {}, 3, {}, keep=2)
+    path = ck.save_state(tmp_path, runner, {}, 3, {}, keep=2)
     tmpl = template_of(runner)
     kernel = tmpl.train.params["agent"]["dense"]["kernel"]
     params = {**tmpl.train.params, "agent": {**tmpl.train.params["agent"],
@@ -173,27 +178,27 @@ def test_load_state_shape_mismatch_names_leaf_and_both_shapes(tmp_path):
                                                        "kernel": jax.ShapeDtypeStruct((S, 3, 5), kernel.dtype)}}}
     bad = tmpl._replace(train=tmpl.train._replace(params=params))
     with pytest.raises(ConfigError) as e:
-        rf.load_state(path, bad)
+        ck.load_state(path, bad)
     msg = str(e.value)
-    assert ".train.params['agent']['dense']['kernel']" in msg
+    assert ": state/train/params/agent/dense/kernel is float32[2, 3, 4]" in msg
     assert "float32[2, 3, 4]" in msg and "float32[2, 3, 5]" in msg
     assert str(path) in msg
 
 
 def test_load_state_dtype_mismatch_and_missing_leaf(tmp_path):
     runner = make_runner()
-    path = rf.save_state(tmp_path, runner, {}, 3, {}, keep=2)
+    path = ck.save_state(tmp_path, runner, {}, 3, {}, keep=2)
     tmpl = template_of(runner)
     as_float = tmpl._replace(first=jax.ShapeDtypeStruct((S,), jnp.float32))
-    with pytest.raises(ConfigError, match=r"\.first is bool\[2\], the program expects float32\[2\]"):
-        rf.load_state(path, as_float)
+    with pytest.raises(ConfigError, match=r": state/first is bool\[2\], the program expects float32\[2\]"):
+        ck.load_state(path, as_float)
     extra = tmpl._replace(buffer={**tmpl.buffer, "reward": jax.ShapeDtypeStruct((S, 5), jnp.float32)})
-    with pytest.raises(ConfigError, match=r"\.buffer\['reward'\] is missing"):
-        rf.load_state(path, extra)
+    with pytest.raises(ConfigError, match=r": state/buffer/reward is missing"):
+        ck.load_state(path, extra)
     # a typed key where the file holds other data: the key's data shape is checked
     wrong_key = tmpl._replace(key=jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 3)))
-    with pytest.raises(ConfigError, match=r"\.key is uint32\[2, 2\], the program expects uint32\[3, 2\]"):
-        rf.load_state(path, wrong_key)
+    with pytest.raises(ConfigError, match=r": state/key is uint32\[2, 2\], the program expects uint32\[3, 2\]"):
+        ck.load_state(path, wrong_key)
 
 
 def test_load_state_garbage_truncated_and_foreign_files(tmp_path):
@@ -201,24 +206,34 @@ def test_load_state_garbage_truncated_and_foreign_files(tmp_path):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00\x17not a safetensors file at all" * 3)
     with pytest.raises(ConfigError, match="corrupt") as e:
-        rf.load_state(garbage, tmpl)
+        ck.load_state(garbage, tmpl)
     assert str(garbage) in str(e.value)
 
-    good = rf.save_state(tmp_path / "run", make_runner(), make_history(2), 2, {}, keep=2)
+    good = ck.save_state(tmp_path / "run", make_runner(), make_history(2), 2, {}, keep=2)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(good.read_bytes()[:-40])
     with pytest.raises(ConfigError, match="corrupt"):
-        rf.load_state(truncated, tmpl)
+        ck.load_state(truncated, tmpl)
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"x": np.zeros(3, np.float32)}, str(foreign))
     with pytest.raises(ConfigError, match="corrupt or not a purejaxql training state"):
-        rf.load_state(foreign, tmpl)
-    other_format = tmp_path / "other.safetensors"
-    save_file({"x": np.zeros(3, np.float32)}, str(other_format),
-              metadata={rf.HEADER_KEY: json.dumps({"format": "something-else/9", "updates_done": 1})})
-    with pytest.raises(ConfigError, match="corrupt or not a purejaxql training state"):
-        rf.state_header(other_format)
+        ck.load_state(foreign, tmpl)
+    for key, header in [(ck.HEADER_KEY, {"format": "something-else/9", "kind": "state", "updates_done": 1}),
+                        (ck.LEGACY_STATE_KEY, {"format": "something-else/9", "updates_done": 1})]:
+        other_format = tmp_path / "other.safetensors"
+        save_file({"x": np.zeros(3, np.float32)}, str(other_format), metadata={key: json.dumps(header)})
+        with pytest.raises(ConfigError, match="corrupt or not a purejaxql training state .*format "
+                                              "'something-else/9', which this version does not read"):
+            ck.state_header(other_format)
+    # a checkpoint of the other kind, either way round
+    params = ck.save_checkpoint(tmp_path / "seed0_0.safetensors", {"agent": {"w": np.ones(2, np.float32)}},
+                                {"module": "vdn_ps"})
+    with pytest.raises(ConfigError, match=r"corrupt or not a purejaxql training state \(it holds a seed's final "
+                                          "parameters"):
+        ck.load_state(params, tmpl)
+    with pytest.raises(ConfigError, match="not a purejaxql checkpoint of parameters \\(it holds a training state"):
+        ck.load_checkpoint(good)
 
 
 # -------------------------------------------------------------------------------------------- 3. metrics
@@ -316,14 +331,14 @@ def test_recorder_checkpoints_every_n_updates_but_not_the_last(tmp_path, monkeyp
     rec = _recorder(run, every)
     for done in range(2, 11, 2):
         rec.chunk(make_runner(seed=done), cut(full, done, done - 2), np.ones(S, bool), done)
-    assert [rf.state_header(p)["updates_done"] for p in rf.state_files(run)] == saved
+    assert [ck.state_header(p)["updates_done"] for p in ck.state_files(run)] == saved
     assert (run / "metrics.csv").read_bytes() == _csv_bytes(tmp_path, full)
     assert not (run / "training_plots.png").exists()
     hist = rec.history()
     for k in full:
         np.testing.assert_array_equal(hist[k], full[k])
-    for p in rf.state_files(run):  # each checkpoint: the runner of that update and the metrics up to it
-        runner, h, header = rf.load_state(p, template_of(make_runner()))
+    for p in ck.state_files(run):  # each checkpoint: the runner of that update and the metrics up to it
+        runner, h, header = ck.load_state(p, template_of(make_runner()))
         u = header["updates_done"]
         assert header["module"] == "qmix_ps"
         assert_same_tree(runner, make_runner(seed=u))
@@ -345,10 +360,10 @@ def test_recorder_stops_on_nan_then_resumes_from_last_checkpoint(tmp_path, monke
         rec.chunk(make_runner(seed=6), cut(bad, 6, 4), np.ones(S, bool), 6)
     msg = str(e.value)
     assert "non-finite loss (nan) at update 5 (seed_index 1)" in msg and f"last good checkpoint: {ck4}" in msg
-    assert [p.name for p in rf.state_files(run)] == ["state_u000000002.safetensors", ck4.name]
+    assert [p.name for p in ck.state_files(run)] == ["state_u000000002.safetensors", ck4.name]
 
     rec2 = _recorder(run, 2, keep=2)
-    runner, done = rec2.resume(rf.latest_state(run), template_of(make_runner()))
+    runner, done = rec2.resume(ck.latest_state(run), template_of(make_runner()))
     assert done == 4
     assert_same_tree(runner, make_runner(seed=4))
     assert (run / "metrics.csv").read_bytes() == _csv_bytes(tmp_path, cut(full, 4))
@@ -358,7 +373,7 @@ def test_recorder_stops_on_nan_then_resumes_from_last_checkpoint(tmp_path, monke
     for done in (6, 8, 10):
         rec2.chunk(make_runner(seed=done), cut(full, done, done - 2), np.ones(S, bool), done)
     assert (run / "metrics.csv").read_bytes() == _csv_bytes(tmp_path, full, "full.csv")
-    assert [p.name for p in rf.state_files(run)] == ["state_u000000006.safetensors", "state_u000000008.safetensors"]
+    assert [p.name for p in ck.state_files(run)] == ["state_u000000006.safetensors", "state_u000000008.safetensors"]
 
 
 def test_recorder_nan_before_any_checkpoint_and_nan_check_off(tmp_path, monkeypatch):
@@ -367,12 +382,12 @@ def test_recorder_nan_before_any_checkpoint_and_nan_check_off(tmp_path, monkeypa
     m["qvals"][0, 3] = np.inf
     with pytest.raises(rf.TrainingStopped, match="no state checkpoint was saved before it"):
         _recorder(tmp_path / "a", 2).chunk(make_runner(), m, np.ones(S, bool), 4)
-    assert rf.state_files(tmp_path / "a") == []
+    assert ck.state_files(tmp_path / "a") == []
     with pytest.raises(rf.TrainingStopped, match=r"non-finite parameters after update 3 \(seed_index 0\)"):
         _recorder(tmp_path / "b", 2).chunk(make_runner(), make_history(4), np.array([False, True]), 4)
     rec = _recorder(tmp_path / "c", 2, nan_check=False)
     rec.chunk(make_runner(), m, np.array([False, False]), 4)  # runs on regardless
-    assert [p.name for p in rf.state_files(tmp_path / "c")] == ["state_u000000004.safetensors"]
+    assert [p.name for p in ck.state_files(tmp_path / "c")] == ["state_u000000004.safetensors"]
 
 
 # ------------------------------------------------------------------------------------ 6. config compare
@@ -449,16 +464,16 @@ def test_check_run_keys_accepts_the_shipped_defaults_and_valid_values():
 ])
 def test_precheck_rejects(arg, message):
     with pytest.raises(ConfigError) as e:
-        _precheck_keys(["+alg=qmix_mpe", "NUM_SEEDS=2", arg], "qmix_ps")
+        precheck_keys(["+alg=qmix_mpe", "NUM_SEEDS=2", arg], "qmix_ps")
     assert message in str(e.value), str(e.value)
 
 
 def test_precheck_accepts():
-    _precheck_keys(["alg.PRETRAINED_AGENTS.agent_0=x.safetensors", "hydra.run.dir=x", "+hydra.job.chdir=False",
+    precheck_keys(["alg.PRETRAINED_AGENTS.agent_0=x.safetensors", "hydra.run.dir=x", "+hydra.job.chdir=False",
                     "hydra/launcher=slurm_cpu", "+alg=qmix_mpe", "alg=qmix_mpe", "NUM_SEEDS=2", "alg.LR=0.1",
                     "-m", "--multirun", "alg.ENV_KWARGS.num_agents=3", "~alg.DEBUG", "RESUME=outputs/a/b",
                     "alg.LR=0.1,0.01"], "qmix_ps")
-    _precheck_keys([f"{k}=1" for k in sorted(RUN_KEYS)], "pqn_vdn")
+    precheck_keys([f"{k}=1" for k in sorted(RUN_KEYS)], "pqn_vdn")
 
 
 # -------------------------------------------------------------------------------------- 10. unused folder
@@ -479,23 +494,23 @@ def test_remove_unused_run_dir_and_empty_parents(tmp_path, monkeypatch, relative
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     run = _hydra_only(cwd / "outputs" / "2026-01-01" / "10-00-00")
-    _remove_unused_run_dir(Path("outputs/2026-01-01/10-00-00") if relative else run)
+    remove_unused_run_dir(Path("outputs/2026-01-01/10-00-00") if relative else run)
     assert not (cwd / "outputs").exists() and cwd.is_dir()
 
     # a sibling run keeps the date folder
     run = _hydra_only(cwd / "outputs" / "2026-01-01" / "10-00-00")
     other = _hydra_only(cwd / "outputs" / "2026-01-01" / "09-00-00", extra=["metrics.csv"])
-    _remove_unused_run_dir(run)
+    remove_unused_run_dir(run)
     assert not run.exists() and sorted(p.name for p in other.iterdir()) == [".hydra", "metrics.csv", "run.log"]
 
 
 def test_remove_unused_run_dir_keeps_a_used_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = _hydra_only(tmp_path / "outputs" / "2026-01-01" / "10-00-00", extra=["metrics.csv"])
-    _remove_unused_run_dir(run)
+    remove_unused_run_dir(run)
     assert sorted(p.name for p in run.iterdir()) == [".hydra", "metrics.csv", "run.log"]
     assert (run / ".hydra" / "config.yaml").is_file()
-    _remove_unused_run_dir(tmp_path / "does" / "not" / "exist")  # nothing to do, no error
+    remove_unused_run_dir(tmp_path / "does" / "not" / "exist")  # nothing to do, no error
 
 
 def test_remove_unused_run_dir_outside_cwd(tmp_path, monkeypatch):
@@ -503,7 +518,7 @@ def test_remove_unused_run_dir_outside_cwd(tmp_path, monkeypatch):
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     run = _hydra_only(tmp_path / "elsewhere" / "a" / "run")
-    _remove_unused_run_dir(run)
+    remove_unused_run_dir(run)
     assert not run.exists()
     assert (tmp_path / "elsewhere" / "a").is_dir() and cwd.is_dir()  # empty, but outside cwd: untouched
 
@@ -513,7 +528,7 @@ def test_remove_unused_run_dir_never_deletes_cwd(tmp_path, monkeypatch):
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     _hydra_only(cwd)
-    _remove_unused_run_dir(cwd)
+    remove_unused_run_dir(cwd)
     assert cwd.is_dir()
 
 
@@ -530,7 +545,7 @@ def test_run_summary_is_strict_json(tmp_path):
     assert out["updates_done"] == 3 and out["env_steps"] == 384 and out["num_seeds"] == S and out["seed"] == 3
     assert float(out["final_greedy_return"]["mean"]) == 5.0 and "final_win_rate" not in out
     assert "win_rate" not in out["seeds"][0] and out["wall_time_s"] == 3.0
-    path = rf.write_json(tmp_path / "summary.json", out)
+    path = ck.write_json(tmp_path / "summary.json", out)
     data = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
     assert data["seeds"][1]["training_return"] is None and data["seeds"][0]["greedy_return"] == 3.5
     h["test_returned_won_episode"] = np.array([[0, 0, 1], [0, 0, 0]], np.float32)
@@ -557,7 +572,7 @@ def test_metrics_csv_with_config_and_seed_columns(tmp_path):
 
 @pytest.mark.parametrize("n,size", [(1, 1), (40, 1), (1000, 10), (2403, 27), (100000, 1000), (9615, 15)])
 def test_chunk_size_divides_and_aims_at_100_chunks(n, size):
-    from purejaxql.run import chunk_size
+    from purejaxql.driver import chunk_size
     assert chunk_size(n) == size and n % size == 0
 
 
@@ -601,11 +616,11 @@ def test_a_replay_buffer_is_stored_up_to_its_filled_part_and_loads_bit_identical
     """Part-filled (3 of 8 time steps): only those are stored, the rest comes back as the zeros the live
     buffer holds there. Wrapped around (11 adds): all of it is stored."""
     state = filled_buffer(adds)
-    path = rf.save_state(tmp_path, state, {}, adds, {}, keep=2)
-    packed = rf.state_header(path)["packed"]
+    path = ck.save_state(tmp_path, state, {}, adds, {}, keep=2)
+    packed = ck.state_header(path)["packed"]
     stored = stored_tensors(path)
-    names = [f"state['runner']['buffer'].experience['{k}']" for k in ("act", "avail", "done", "obs")]
-    assert sorted(n for n in stored if ".experience" in n) == names
+    names = [f"state/runner/buffer/experience/{k}" for k in ("act", "avail", "done", "obs")]
+    assert sorted(n for n in stored if "/experience/" in n) == names
     obs = names[3]
     if adds < 8:
         assert {n: (packed[n]["axis"], packed[n]["length"]) for n in names} == {n: (2, 8) for n in names}
@@ -615,7 +630,7 @@ def test_a_replay_buffer_is_stored_up_to_its_filled_part_and_loads_bit_identical
     else:
         assert not any("axis" in packed.get(n, {}) for n in names) and stored[obs].shape == (2, 2, 8, 3, 40)
     assert packed[names[1]]["zlib"] and stored[names[1]].nbytes < 1000  # ones: compressed
-    loaded, _, _ = rf.load_state(path, template_of(state))
+    loaded, _, _ = ck.load_state(path, template_of(state))
     assert_same_tree(loaded, state)
     assert path.stat().st_size < sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)) * (0.7 if adds < 8 else 1)
 
@@ -647,16 +662,16 @@ def test_pack_tensors_round_trip_and_bad_recipes():
 
 def test_a_corrupt_packed_tensor_is_reported_by_name(tmp_path):
     state = filled_buffer(3)
-    path = rf.save_state(tmp_path, state, {}, 3, {}, keep=2)
+    path = ck.save_state(tmp_path, state, {}, 3, {}, keep=2)
     tensors = stored_tensors(path)
     from safetensors import safe_open
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata()
-    name = "state['runner']['buffer'].experience['avail']"
+    name = "state/runner/buffer/experience/avail"
     tensors[name] = tensors[name][:-3]
     save_file(tensors, str(path), metadata=meta)
-    with pytest.raises(ConfigError, match=r"corrupt or not a purejaxql training state.*experience\['avail'\]"):
-        rf.load_state(path, template_of(state))
+    with pytest.raises(ConfigError, match=r"corrupt or not a purejaxql training state.*experience/avail"):
+        ck.load_state(path, template_of(state))
 
 
 def test_no_room_for_a_state_checkpoint_stops_cleanly(tmp_path, monkeypatch):
@@ -678,7 +693,7 @@ def test_no_room_for_a_state_checkpoint_stops_cleanly(tmp_path, monkeypatch):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [kept.name]  # nothing new, nothing deleted
     assert kept.read_bytes() == before
     monkeypatch.setattr(ck, "free_bytes", lambda folder: 10**15)
-    written = rf.save_state(run, make_runner(seed=4), cut(full, 4), 4, rec.header, keep=1)
+    written = ck.save_state(run, make_runner(seed=4), cut(full, 4), 4, rec.header, keep=1)
     assert written.stat().st_size == needed  # the check counted the bytes the file takes
     # a disk that fills up while writing: ENOSPC -> NotEnoughSpace, no partial file, the old version kept
 
@@ -700,11 +715,141 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         ck.save_checkpoint(final, {"agent": {"w": np.ones(3, np.float32)}, "mixer": {}}, {"module": "vdn_ps"})
-        state = rf.save_state(tmp_path, make_runner(), make_history(2), 2, {}, keep=2)
+        state = ck.save_state(tmp_path, make_runner(), make_history(2), 2, {}, keep=2)
         rf.MetricsCSV(tmp_path / "metrics.csv").rewrite(make_history(2))
-        rf.write_json(tmp_path / "summary.json", {"a": 1})
+        ck.write_json(tmp_path / "summary.json", {"a": 1})
     finally:
         os.umask(old)
     for f in (final, final.with_suffix(".yaml"), state, tmp_path / "metrics.csv", tmp_path / "summary.json"):
         assert stat.S_IMODE(f.stat().st_mode) == mode, (f.name, oct(f.stat().st_mode))
     assert not stale.exists()
+
+
+# ------------------------------------------------------- 12. one scheme for both kinds, and the files before it
+
+
+def stored_header(path):
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+    assert list(meta) == [ck.HEADER_KEY], meta  # one metadata entry, whatever the kind
+    return json.loads(meta[ck.HEADER_KEY])
+
+
+def test_one_header_and_naming_scheme_for_parameters_and_states(tmp_path):
+    """Both kinds: one metadata entry ("purejaxql") with format and kind beside the caller's info; tensors
+    named by their pytree path joined with "/": dict keys, NamedTuple attribute names, sequence indices."""
+    params = {"agent": {"params": {"Dense_0": {"kernel": np.full((3, 2), 1.5, np.float32),
+                                               "bias": np.zeros(2, np.float32)}}},
+              "mixer": {"hyper": {"w": np.arange(4, dtype=np.int32)}}}
+    info = {"module": "vdn_ps", "variant": "ps", "agents": ["agent_0"], "config": {"LR": 0.1, "ENV_KWARGS": {}},
+            "final_eval_key": [1, 2]}
+    p = ck.save_checkpoint(tmp_path / "seed0_0.safetensors", params, info)
+    assert stored_header(p) == {"format": ck.FORMAT, "kind": "params", **info}
+    assert sorted(stored_tensors(p)) == ["agent/params/Dense_0/bias", "agent/params/Dense_0/kernel", "mixer/hyper/w"]
+    loaded, got = ck.load_checkpoint(p)
+    assert got == info
+    assert jax.tree.structure(loaded) == jax.tree.structure(params)
+    for x, y in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+
+    state = legacy.legacy_state()  # a tuple of NamedTuples in opt_state, a typed key, a packable buffer
+    s = ck.save_state(tmp_path, state, legacy.HISTORY, 3, legacy.STATE_INFO, keep=1)
+    header = stored_header(s)
+    assert {k: header[k] for k in ("format", "kind", "updates_done")} == {"format": ck.FORMAT, "kind": "state",
+                                                                         "updates_done": 3}
+    assert {k: header[k] for k in legacy.STATE_INFO} == legacy.STATE_INFO and header == ck.state_header(s)
+    assert sorted(stored_tensors(s)) == [
+        "metrics/env_step", "metrics/loss", "state/buffer/current_index", "state/buffer/experience/act",
+        "state/buffer/experience/avail", "state/buffer/experience/obs", "state/buffer/is_full", "state/first",
+        "state/key", "state/rng", "state/train/n_updates", "state/train/opt_state/0/count",
+        "state/train/opt_state/0/mu/agent", "state/train/opt_state/1/scale", "state/train/params/agent/Dense_0/bias",
+        "state/train/params/agent/Dense_0/kernel", "state/train/params/agent/special", "state/train/params/mixer/w"]
+    assert header["packed"]["state/buffer/experience/avail"] == {"axis": 2, "length": 8, "zlib": True,
+                                                                 "dtype": "float32", "shape": [2, 2, 3, 3, 40]}
+    loaded, hist, _ = ck.load_state(s, template_of(state))
+    assert_same_tree(loaded, state)
+    assert {k: v.tobytes() for k, v in hist.items()} == {k: v.tobytes() for k, v in legacy.HISTORY.items()}
+
+    with pytest.raises(ValueError, match=r"may not use the header fields \['kind', 'packed'\]"):
+        ck.save_checkpoint(tmp_path / "x.safetensors", params, {**info, "kind": "mine", "packed": 1})
+    with pytest.raises(ValueError, match="both named 'a/b'"):
+        ck.save_checkpoint(tmp_path / "x.safetensors", {"a/b": np.ones(1), "a": {"b": np.ones(1)}}, {})
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_state_checkpoints_of_the_old_formats_load_bit_for_bit(tmp_path, fmt):
+    """purejaxql-train-state/1 and /2, as the old code wrote them: header key "purejaxql_state", tensors named
+    "state" + keystr(path); /2 with the buffer cut to its filled part and a zlib-compressed tensor."""
+    path = legacy.FIXTURES / f"state_format{fmt}.safetensors"
+    state = legacy.legacy_state()
+    raw = stored_tensors(path)
+    avail = "state.buffer.experience['avail']"
+    assert "state.train.opt_state[0].mu['agent']" in raw and raw["state.key"].dtype == np.uint32
+    assert raw[avail].dtype == (np.uint8 if fmt == 2 else np.float32)  # /2: packed, what unpacking must undo
+
+    header = ck.state_header(path)
+    assert header["format"] == f"purejaxql-train-state/{fmt}" and header["kind"] == "state"
+    assert header["updates_done"] == legacy.UPDATES and header["module"] == "qmix_ps"
+    assert {k: header[k] for k in legacy.STATE_INFO} == legacy.STATE_INFO
+    if fmt == 2:
+        assert header["packed"][avail]["zlib"] and header["packed"][avail]["axis"] == 2
+        assert header["packed"]["state.buffer.experience['obs']"] == {"axis": 2, "length": 8}
+    loaded, hist, h = ck.load_state(path, template_of(state))
+    assert h == header
+    assert isinstance(loaded, legacy.Runner) and isinstance(loaded.train.opt_state[0], legacy.Adam)
+    assert jax.dtypes.issubdtype(loaded.key.dtype, jax.dtypes.prng_key)
+    assert_same_tree(loaded, state)  # the special float bits, the buffer's zeros, the key data included
+    assert list(hist) == list(legacy.HISTORY)
+    for k, v in legacy.HISTORY.items():
+        assert hist[k].dtype == v.dtype and hist[k].tobytes() == v.tobytes(), k
+
+    # a program whose state does not fit: the error names the file and the leaf by its name in that file
+    tmpl = template_of(state)
+    mu = tmpl.train.opt_state[0].mu["agent"]
+    bad = tmpl._replace(train=tmpl.train._replace(opt_state=(
+        tmpl.train.opt_state[0]._replace(mu={"agent": jax.ShapeDtypeStruct((S, 3, 5), mu.dtype)}),
+        tmpl.train.opt_state[1])))
+    with pytest.raises(ConfigError) as e:
+        ck.load_state(path, bad)
+    assert str(e.value) == (f"state checkpoint {str(path)!r} does not fit this run: state.train.opt_state[0]"
+                            ".mu['agent'] is float32[2, 3, 4], the program expects float32[2, 3, 5]")
+    # and written again, it is a checkpoint of the new scheme holding the same
+    again = ck.save_state(tmp_path, loaded, hist, legacy.UPDATES, legacy.STATE_INFO, keep=1)
+    assert stored_header(again)["format"] == ck.FORMAT
+    assert_same_tree(ck.load_state(again, tmpl)[0], state)
+
+
+def test_parameter_checkpoints_from_before_the_format_field_load_as_before():
+    """Parameters as the old code wrote them (header "purejaxql" holding the info alone): the same params
+    and info as before, the shipped pretrained prey included."""
+    path = legacy.FIXTURES / "params_vdn_ns.safetensors"
+    assert stored_header(path) == legacy.PARAMS_INFO  # no format, no kind
+    params, info = ck.load_checkpoint(path)
+    assert info == legacy.PARAMS_INFO
+    want = {"agent": legacy.legacy_params()["agent"]}  # an empty mixer has no tensors: not in the file
+    assert jax.tree.structure(params) == jax.tree.structure(want)
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+    own = ck.agent_params(path, "agent_1")  # ns: the agent's slice
+    assert own["params"]["GRU_0"]["w_hn"].tobytes() == want["agent"]["params"]["GRU_0"]["w_hn"][1].tobytes()
+
+    shipped = Path(ck.__file__).parent / "checkpoints" / "MPE_simple_tag_v3_prey_iql_ps.safetensors"
+    raw, raw_info = stored_tensors(shipped), stored_header(shipped)
+    assert "kind" not in raw_info and "agent/params/Dense_0/kernel" in raw
+    params, info = ck.load_checkpoint(shipped)
+    assert info == raw_info and info["module"] == "iql_ps" and info["final_eval_key"] == [1684704164, 3055658255]
+    flat = {"/".join(k.key for k in p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert sorted(flat) == sorted(raw) and all(flat[k].tobytes() == raw[k].tobytes() for k in raw)
+    assert jax.tree.structure(ck.load_params(shipped)) == jax.tree.structure(params)
+    prey = ck.agent_params(shipped, "agent_0")  # ps: the shared set
+    assert prey["params"]["GRU_0"]["w_hn"].tobytes() == raw["agent/params/GRU_0/w_hn"].tobytes()
+
+
+def test_write_json_is_strict_and_write_text_atomic(tmp_path):
+    path = ck.write_json(tmp_path / "sub" / "x.json", {"nan": float("nan"), "inf": np.float32(-np.inf),
+                                                       "n": np.int64(3), "t": (1.5, np.float64(np.inf))})
+    assert path.read_text() == '{\n  "nan": null,\n  "inf": null,\n  "n": 3,\n  "t": [\n    1.5,\n    null\n  ]\n}\n'
+    text = tmp_path / "t.txt"
+    assert ck.write_text(text, "a\nb") == text and text.read_text() == "a\nb"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from purejaxql.config import ConfigError
-from purejaxql.run import make_env
+from purejaxql.environments import make_env
 
 MPE = ["MPE_simple_v3", "MPE_simple_tag_v3", "MPE_simple_world_comm_v3", "MPE_simple_spread_v3",
        "MPE_simple_crypto_v3", "MPE_simple_speaker_listener_v4", "MPE_simple_push_v3",

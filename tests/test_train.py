@@ -7,7 +7,7 @@ from jaxmarl import make
 
 from purejaxql import qmix_ps, vdn_ps
 from purejaxql.config import ConfigError
-from purejaxql.run import make_env
+from purejaxql.environments import make_env
 
 METRICS = {"env_step", "update_steps", "grad_steps", "loss", "qvals", "epsilon",
            "returned_episode_returns", "test_returned_episode_returns",

@@ -16,16 +16,18 @@ TINY = {"ENV_NAME": "MPE_simple_spread_v3", "NUM_ENVS": 2, "NUM_STEPS": 8, "TOTA
 
 def train_runs(config, seed, num_seeds, hparams=None):
     from purejaxql import vdn_ps
-    from purejaxql.run import make_env, run_training
-    _, metrics, _, _ = run_training(vdn_ps.make_train, config, make_env(config), seed, num_seeds, progress=False,
-                                    watchdog_timeout=0, hparams=hparams)
+    from purejaxql.driver import run_training
+    from purejaxql.environments import make_env
+    env = make_env(config)
+    _, metrics, _ = run_training(lambda traced: vdn_ps.make_train({**config, **traced}, env), seed, num_seeds,
+                                 progress=False, watchdog_timeout=0, hparams=hparams)
     return metrics
 
 
 @pytest.mark.timeout(300)
 def test_a_vmapped_grid_point_computes_what_a_separate_run_computes():
     from purejaxql.config import ConfigError
-    from purejaxql.run import tune_grid
+    from purejaxql.tuning import tune_grid
     # grid: LR x GAMMA = 2 x 2 configurations, 1 seed each, one program
     points = [{"LR": lr, "GAMMA": g} for lr in (0.001, 0.02) for g in (0.9, 0.99)]
     grid = train_runs(TINY, 3, 1, {k: np.array([p[k] for p in points], np.float32) for k in ("LR", "GAMMA")})
@@ -41,10 +43,10 @@ def test_a_vmapped_grid_point_computes_what_a_separate_run_computes():
             assert not np.allclose(learned[a], learned[b]), (points[a], points[b])
     # grid points are checked like configs
     from purejaxql import vdn_ps
-    from purejaxql.run import make_env
+    from purejaxql.environments import make_env
     cfg = vdn_ps.make_train(TINY, make_env(TINY)).config
     with pytest.raises(ConfigError, match=r"TUNE grid point \{'GAMMA': 1.5\}: GAMMA must be in \(0, 1\]"):
-        tune_grid({**cfg, "TUNE": {"GAMMA": [0.9, 1.5]}}, make_env(TINY), "vdn")
+        tune_grid({**cfg, "TUNE": {"GAMMA": [0.9, 1.5]}}, vdn_ps.SPEC, make_env(TINY))
 
 
 @pytest.mark.timeout(500)
@@ -115,7 +117,7 @@ def test_seeds_sharded_over_two_devices_match_one_device(tmp_path):
 
 def test_run_shardings_split_runs_evenly():
     import jax
-    from purejaxql.run import run_shardings
+    from purejaxql.driver import run_shardings
     runs, replicated = run_shardings(4)
     assert runs.mesh.devices.size == len(jax.local_devices()) == 1  # this process has one CPU device
     assert runs.spec == jax.sharding.PartitionSpec("runs") and replicated.spec == jax.sharding.PartitionSpec()

@@ -15,7 +15,6 @@ import pytest
 
 from envs import TwoStepGame, TwoStepState
 from purejaxql import iql_ps, qmix_ps, vdn_ps
-from purejaxql.qmix import make_mixer
 
 # QMIX runs with its shipped mixer (QMIX_DEFAULTS) and, like VDN and IQL, the shipped LR decay.
 CONFIG = dict(NUM_ENVS=16, NUM_STEPS=2, TOTAL_TIMESTEPS=1.5e4, BUFFER_SIZE=512, BUFFER_BATCH_SIZE=32,
@@ -69,7 +68,7 @@ def q_table(train, params, alg: str) -> jnp.ndarray:
     if alg == "vdn":
         return q0 + q1
     states = jnp.stack([o["__all__"] for o in wrapped])                                # (3, S)
-    mixer = make_mixer(train.config, 2)
+    mixer = train.parts.mixer  # the program's own QMIX mixer
     return mixer.apply(params["mixer"], jnp.stack([q0, q1], -1), jnp.broadcast_to(states[:, None, None],
                                                                                    (3, 2, 2, states.shape[-1])))
 

@@ -106,8 +106,8 @@ TARGETS: Dict[str, dict] = {
         "tests/test_alignment.py::test_stored_steps_follow_the_episodes",
         "tests/test_train.py::test_notebook_usage_and_output_contract",
         "tests/test_pqn.py::test_pqn_ps_independent_learners_on_agents_of_different_shapes"]),
-    "utils.py": dict(quota=10, tests=["tests/test_wrapper.py", "tests/test_bookkeeping.py",
-                                      "tests/test_defaults.py::test_time_outs_follow_the_env_unless_set"]),
+    "environments.py": dict(quota=10, tests=["tests/test_wrapper.py", "tests/test_bookkeeping.py",
+                                             "tests/test_defaults.py::test_time_outs_follow_the_env_unless_set"]),
 }
 
 # Functions never mutated (host-side printing only).
@@ -117,7 +117,7 @@ SKIP_FUNCTIONS = {"debug_print"}
 NO_MUTATE_CALLS = {"chex"}
 NO_SWAP_FUNCS = {"swapaxes", "where", "maximum", "minimum", "split", "fold_in", "PRNGKey", "isinstance",
                  "hasattr", "getattr", "setdefault", "zip", "enumerate", "range", "partial", "dict", "get",
-                 "scan", "callback", "take_along_axis", "take", "concatenate", "program", "build",
+                 "scan", "callback", "take_along_axis", "take", "concatenate", "Program", "build",
                  "make_greedy_eval", "resolve_config"}
 # Sampling weights: operators that change the math are preferred over constants and argument swaps (which
 # mostly break shapes and fail at trace time); mutants inside jax.random.* calls are down-weighted again.
