@@ -86,56 +86,13 @@ def cli(spec: Spec, argv: Optional[List[str]] = None):
     # start without a TPU); JAX's warnings and errors still show
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     user_overrides = [a for a in argv if not a.startswith("-")]
-    names = available_algs()
-
-    def fail(message: str, code: int = 2):
-        print(f"purejaxql: error: {message}", file=sys.stderr)
-        sys.exit(code)
-
-    alg = spec.module
-    chosen = [a for a in argv if a.startswith(("+alg=", "alg="))]
-    if not chosen:
-        default = spec.default_alg_config
-        if not any(a.startswith("RESUME=") for a in argv):
-            print(f"purejaxql: no +alg given, using +alg={default} (available: {', '.join(names)})", flush=True)
-        argv.append(f"+alg={default}")
-    else:
-        name = chosen[0].split("=", 1)[1]
-        if name not in names:
-            fail(f"unknown +alg={name}; available: {', '.join(names)}")
-        if not name.startswith(spec.algorithm + "_"):  # shipped configs are named <algorithm>_<env>...
-            print(f"purejaxql: warning: running {alg} with the {name} config", file=sys.stderr)
     try:
-        precheck_keys(argv, alg)
+        argv = with_alg_config(spec, argv)
+        precheck_keys(argv, spec.module)
+        argv = resume_args(argv)
+        argv, sweep, structural = tune_args(argv)
     except ConfigError as e:
         fail(str(e))
-    resume = [a.split("=", 1)[1] for a in argv if a.startswith("RESUME=")]
-    if resume and resume[-1] not in ("", "null"):
-        if "-m" in argv or "--multirun" in argv:
-            fail("RESUME resumes one run; it does not combine with --multirun")
-        try:  # before hydra touches the folder
-            resume_point(Path(resume[-1]))
-        except ConfigError as e:
-            fail(str(e))
-        # the run continues in its own folder; hydra adds nothing to it (no .hydra/, no log file)
-        argv += [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null", "hydra/job_logging=none",
-                 "hydra/hydra_logging=none"]
-    sweep = None
-    tuning = any(re.match(r"^\+*HYP_TUNE=(true|True)$", a) for a in argv)
-    if tuning and not ({"-m", "--multirun"} & set(argv)) and not resume:
-        try:
-            structural = structural_tune(argv)
-        except ConfigError as e:
-            fail(str(e))
-        if structural:  # one compile per structure: hydra multirun over these keys
-            sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
-                         time.strftime("multirun/%Y-%m-%d/%H-%M-%S"))
-            argv = ["-m", *argv, f"hydra.sweep.dir={sweep}"]
-            argv += [f"++alg.{k}={','.join('null' if v is None else str(v) for v in vals)}"
-                     for k, vals in structural.items()]
-            argv += [f"~alg.TUNE.{k}" for k in structural]
-            print(f"purejaxql: HYP_TUNE: {', '.join(structural)} change the program's shapes: hydra multirun over "
-                  f"them, one compile each, in {sweep}/", flush=True)
 
     @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_PACKAGE, config_name="config")
     def _main(cfg):
@@ -161,7 +118,63 @@ def cli(spec: Spec, argv: Optional[List[str]] = None):
     sys.argv = [sys.argv[0]] + argv
     _main()
     if sweep is not None:
-        combine_tune(Path(sweep), list(structural), alg)
+        combine_tune(Path(sweep), list(structural), spec.module)
+
+
+def fail(message: str, code: int = 2):
+    """A user error: one line on stderr, exit ``code``."""
+    print(f"purejaxql: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def with_alg_config(spec: Spec, argv: List[str]) -> List[str]:
+    """Check ``+alg=<name>``, or add the module's default config when none is given."""
+    names = available_algs()
+    chosen = [a for a in argv if a.startswith(("+alg=", "alg="))]
+    if not chosen:
+        default = spec.default_alg_config
+        if not any(a.startswith("RESUME=") for a in argv):
+            print(f"purejaxql: no +alg given, using +alg={default} (available: {', '.join(names)})", flush=True)
+        return argv + [f"+alg={default}"]
+    name = chosen[0].split("=", 1)[1]
+    if name not in names:
+        raise ConfigError(f"unknown +alg={name}; available: {', '.join(names)}")
+    if not name.startswith(spec.algorithm + "_"):  # shipped configs are named <algorithm>_<env>...
+        print(f"purejaxql: warning: running {spec.module} with the {name} config", file=sys.stderr)
+    return argv
+
+
+def resume_args(argv: List[str]) -> List[str]:
+    """RESUME=<run folder>: check the folder before hydra touches it, and keep hydra's own files out of it."""
+    resume = [a.split("=", 1)[1] for a in argv if a.startswith("RESUME=")]
+    if not resume or resume[-1] in ("", "null"):
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        raise ConfigError("RESUME resumes one run; it does not combine with --multirun")
+    resume_point(Path(resume[-1]))
+    # the run continues in its own folder; hydra adds nothing to it (no .hydra/, no log file)
+    return argv + [f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null", "hydra/job_logging=none",
+                   "hydra/hydra_logging=none"]
+
+
+def tune_args(argv: List[str]):
+    """HYP_TUNE=True with TUNE keys that change the program's shapes: a hydra multirun over them, one compile
+    each (the traceable keys stay vmapped inside each job). -> (argv, sweep folder or None, those keys)."""
+    tuning = any(re.match(r"^\+*HYP_TUNE=(true|True)$", a) for a in argv)
+    resuming = any(a.startswith("RESUME=") and a.split("=", 1)[1] not in ("", "null") for a in argv)
+    if not tuning or resuming or {"-m", "--multirun"} & set(argv):
+        return argv, None, {}
+    structural = structural_tune(argv)
+    if not structural:
+        return argv, None, {}
+    sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.sweep.dir=")),
+                 time.strftime("multirun/%Y-%m-%d/%H-%M-%S"))
+    argv = ["-m", *argv, f"hydra.sweep.dir={sweep}"]
+    argv += [f"++alg.{k}={','.join('null' if v is None else str(v) for v in vals)}" for k, vals in structural.items()]
+    argv += [f"~alg.TUNE.{k}" for k in structural]
+    print(f"purejaxql: HYP_TUNE: {', '.join(structural)} change the program's shapes: hydra multirun over "
+          f"them, one compile each, in {sweep}/", flush=True)
+    return argv, sweep, structural
 
 
 def structural_tune(argv: List[str]) -> Dict[str, List[Any]]:
