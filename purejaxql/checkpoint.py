@@ -45,6 +45,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import yaml
+from safetensors import safe_open
+from safetensors.numpy import save
 
 from purejaxql.config import ConfigError
 
@@ -122,8 +125,6 @@ def _strict(x):
 def _write(path: Path, kind: str, tensors: Dict[str, np.ndarray], info: Dict[str, Any], **fields) -> Path:
     """Write a checkpoint of ``kind`` atomically, once the disk is known to have room for it (plus
     FREE_SPACE_MARGIN); else :class:`NotEnoughSpace` names the folder, the bytes needed and the bytes free."""
-    from safetensors.numpy import save
-
     clash = sorted(set(info) & set(SCHEME_FIELDS))
     if clash:
         raise ValueError(f"a checkpoint's info may not use the header fields {clash}")
@@ -243,7 +244,6 @@ def _header(meta: Dict[str, str], kind: str) -> Dict[str, Any]:
 
 def _read(path: Path, kind: str, tensors: bool) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     """-> (header, {name: tensor, unpacked} or {} when not ``tensors``)."""
-    from safetensors import safe_open
     with safe_open(str(path), framework="numpy") as f:
         header = _header(f.metadata() or {}, kind)
         if not tensors:
@@ -270,8 +270,6 @@ def checkpoint_path(save_path: str, env_name: str, module: str, seed: int, index
 def save_checkpoint(path: os.PathLike, params: Dict[str, Any], info: Dict[str, Any]) -> Path:
     """Write params and ``info`` (JSON-able: module, env, agents, seed, config, ...) atomically, plus the
     info as YAML beside it (less the evaluation key)."""
-    import yaml
-
     path = _write(Path(path), "params", _tensors(params), info)
     write_text(path.with_suffix(".yaml"),
                yaml.safe_dump({k: v for k, v in info.items() if k != "final_eval_key"}, sort_keys=False))

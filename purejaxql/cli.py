@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import hydra
-from hydra import compose, initialize_config_module
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -30,7 +31,8 @@ from purejaxql.run_folder import TrainingStopped, resume_point
 from purejaxql.spec import Spec
 from purejaxql.tuning import combine_tune, split_structural
 
-__all__ = ["cli", "available_algs", "precheck_keys", "remove_unused_run_dir", "structural_tune", "CONFIG_PACKAGE"]
+__all__ = ["cli", "available_algs", "precheck_keys", "remove_unused_run_dir", "structural_tune", "compose",
+           "CONFIG_PACKAGE"]
 
 CONFIG_PACKAGE = "purejaxql.conf"
 
@@ -177,17 +179,22 @@ def tune_args(argv: List[str]):
     return argv, sweep, structural
 
 
+def compose(overrides: List[str]) -> Dict[str, Any]:
+    """The config the CLI composes for these hydra ``overrides`` (``+alg=qmix_mpe``, ``alg.LR=0.001``, ...), as
+    plain dicts: run keys and the ``alg`` block."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+            return OmegaConf.to_container(hydra_compose(config_name="config", overrides=overrides), resolve=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def structural_tune(argv: List[str]) -> Dict[str, List[Any]]:
     """The TUNE block of the config this command line composes -> {structural key: values}."""
     overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith(("-", "hydra.", "hydra/",
                                                                                           "+hydra"))]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-        tune = OmegaConf.to_container(cfg, resolve=True).get("alg", {}).get("TUNE") or {}
-    finally:
-        GlobalHydra.instance().clear()
+    tune = compose(overrides).get("alg", {}).get("TUNE") or {}
     if not tune:
         raise ConfigError("HYP_TUNE=True needs a TUNE block in the alg config (key: [values] or "
                           "{min, max, num, log}), e.g. '+alg.TUNE.LR=[0.001,0.005]'")

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import csv
 import io
+import platform
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import yaml
 
 from purejaxql.checkpoint import NotEnoughSpace, latest_state, load_state, save_state, state_header, write_text
 from purejaxql.config import ConfigError
@@ -101,13 +104,11 @@ def read_metrics_csv(path: Path) -> Dict[str, np.ndarray]:
 
 
 def write_config(folder: Path, run_keys: Dict[str, Any], alg_keys: Dict[str, Any]) -> Path:
-    import yaml
     text = yaml.safe_dump({**run_keys, "alg": alg_keys}, sort_keys=False)
     return write_text(Path(folder) / "config.yaml", text)
 
 
 def read_config(folder: Path) -> Dict[str, Any]:
-    import yaml
     path = Path(folder) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"RESUME={folder}: no run there ({path} does not exist)")
@@ -166,9 +167,6 @@ def _same(a, b) -> bool:
 
 
 def versions() -> Dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-    import platform
-
     out = {"python": platform.python_version()}
     for pkg in ("purejaxql", "jax", "jaxlib", "flax", "optax", "flashbax", "jaxmarl"):
         try:

@@ -5,11 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from envs import EchoGame, TwoStepGame
 from purejaxql import iql_ps, pqn_ps, qmix_ps, vdn_ps
-from purejaxql.run import make_env
+from purejaxql.cli import compose
+from purejaxql.environments import make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_KEYS = ("ENV_NAME", "ENV_KWARGS", "MAP_NAME")
@@ -25,7 +25,9 @@ def readme_notebook_config(name="config"):
 
 
 def shipped(alg):
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "config" / "alg" / f"{alg}.yaml"))
+    """The shipped alg config as the CLI composes it (``+alg=<alg>``, bases in config/alg/base/), without its
+    TUNE block."""
+    cfg = compose([f"+alg={alg}"])["alg"]
     cfg.pop("TUNE", None)
     return cfg
 

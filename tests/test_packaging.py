@@ -26,6 +26,12 @@ def test_wheel_ships_configs_and_cli_runs_from_elsewhere(tmp_path):
     assert "purejaxql/conf/config.yaml" in names
     for alg in ("iql", "vdn", "qmix"):
         assert f"purejaxql/conf/alg/{alg}_mpe_tag_pretrained.yaml" in names
+    # the bases the alg configs start from (hydra defaults lists): without them no alg config composes
+    bases = sorted(os.listdir(os.path.join(ROOT, "config", "alg", "base")))
+    assert {"ql.yaml", "ql_mpe.yaml", "ql_smax.yaml"} <= set(bases)
+    for name in bases:
+        if name.endswith(".yaml"):
+            assert f"purejaxql/conf/alg/base/{name}" in names
     assert "purejaxql/checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors" in names  # the showcase's prey
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
@@ -40,3 +46,4 @@ def test_wheel_ships_configs_and_cli_runs_from_elsewhere(tmp_path):
                         "--cfg", "job"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "MAP_NAME: 2s3z" in r.stdout and "MIXER_EMBEDDING_DIM" in r.stdout
+    assert "BUFFER_SIZE: 5000" in r.stdout and "NUM_EPOCHS: 8" in r.stdout  # from base/ql.yaml, base/ql_smax.yaml

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import jaxmarl  # noqa: F401  (imported before capsys starts: importing it replaces sys.stderr)
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from purejaxql import config as config_module
 from purejaxql.config import ConfigError
+from purejaxql.cli import compose
 from purejaxql.environments import make_env
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -22,15 +20,9 @@ WARNING = "purejaxql: warning: TARGET_UPDATE_INTERVAL (200) exceeds the number o
 
 
 def shipped(name, **overrides):
-    """The shipped alg config as the CLI gets it (``+alg=<name>``, its hydra defaults list: bases in
-    config/alg/base/), without its TUNE block."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="purejaxql.conf", version_base="1.3"):
-            cfg = OmegaConf.to_container(compose(config_name="config", overrides=[f"+alg={name}"]), resolve=True)
-    finally:
-        GlobalHydra.instance().clear()
-    cfg = cfg["alg"]
+    """The shipped alg config as the CLI composes it (``+alg=<name>``, bases in config/alg/base/), without its
+    TUNE block."""
+    cfg = compose([f"+alg={name}"])["alg"]
     cfg.pop("TUNE", None)
     return {**cfg, **overrides}
 
