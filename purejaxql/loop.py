@@ -57,6 +57,15 @@ class Program:
         runner, metrics = self.run(self.init(rng), jnp.arange(self.config["NUM_UPDATES"]))
         return {"runner_state": runner, "metrics": metrics}
 
+    @classmethod
+    def of(cls, setup: "Setup", init: Callable, update: Callable, parts: Any) -> "Program":
+        """The program of a loop: ``init``, then a scan of ``update(runner, update index)`` over the update
+        indices (which come from the scan's xs, so conditions on them stay real branches under vmap)."""
+        def run(runner, update_indices):
+            return jax.lax.scan(update, runner, update_indices)
+        return cls(config=setup.config, init=init, run=run, evaluate=setup.evaluate, agents=setup.agents,
+                   env=setup.env, parts=parts)
+
 
 def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
     """Wrap ``env`` and make the agents the resolved config ``cfg`` (purejaxql.config.resolve_config) asks

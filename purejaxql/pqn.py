@@ -228,10 +228,5 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
                                qvals, epsilon)
         return RunnerState(train, carry, context, last, rng, runner.test_rng), metrics
 
-    def run(runner: RunnerState, update_indices):
-        return jax.lax.scan(update, runner, update_indices)
-
-    parts = Parts(rollout=rollout, targets=targets, samples=samples, next_context=next_context, learn=learn,
-                  update=update)
-    return Program(config=cfg, init=init, run=run, evaluate=setup.evaluate, agents=agents, env=wrapped,
-                   parts=parts)
+    return Program.of(setup, init, update, Parts(rollout=rollout, targets=targets, samples=samples,
+                                                 next_context=next_context, learn=learn, update=update))

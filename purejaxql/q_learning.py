@@ -253,10 +253,6 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
                                qvals, epsilon)
         return RunnerState(train, buffer_state, carry, last, rng, runner.test_rng), metrics
 
-    def run(runner: RunnerState, update_indices):
-        return jax.lax.scan(update, runner, update_indices)
-
-    parts = Parts(rollout=rollout, sequences=sequences, loss=loss_fn, learn_step=learn_step, learn=learn,
-                  update=update, buffer=buffer, tx=tx, mixer=mixer)
-    return Program(config=cfg, init=init, run=run, evaluate=setup.evaluate, agents=agents, env=wrapped,
-                   parts=parts)
+    return Program.of(setup, init, update, Parts(rollout=rollout, sequences=sequences, loss=loss_fn,
+                                                 learn_step=learn_step, learn=learn, update=update, buffer=buffer,
+                                                 tx=tx, mixer=mixer))
