@@ -48,6 +48,8 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
                                    # env: False where episode ends are time limits, not terminal states
                                    # (utils.time_limit_truncates: MPE, SMAX), True otherwise
     "LEARNING_STARTS": 10000,      # env steps collected before the first gradient step
+    "TD_LAMBDA": 0.0,              # λ of the TD(λ) targets over each sampled sequence (0 = 1-step targets;
+                                   # pymarl2 uses 0.6 for QMIX on SMAC)
     "TEST_DURING_TRAINING": True,  # run greedy evaluation inside the compiled program
     "TEST_INTERVAL": 0.05,         # fraction of updates between greedy evaluations
     "TEST_NUM_ENVS": 512,          # greedy evaluation episodes (one per env)
@@ -63,7 +65,8 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
 # PQN (online Q(λ) over many envs, no replay, no target network). Same meaning as above where shared.
 PQN_DEFAULTS: Dict[str, Any] = {
     **{k: v for k, v in Q_LEARNING_DEFAULTS.items()
-       if k not in ("BUFFER_SIZE", "BUFFER_BATCH_SIZE", "TARGET_UPDATE_INTERVAL", "TAU", "LEARNING_STARTS")},
+       if k not in ("BUFFER_SIZE", "BUFFER_BATCH_SIZE", "TARGET_UPDATE_INTERVAL", "TAU", "LEARNING_STARTS",
+                    "TD_LAMBDA")},
     "NUM_ENVS": 128,
     "NUM_STEPS": 16,               # steps per env per rollout (T)
     "NUM_EPOCHS": 4,               # passes over each rollout
@@ -216,7 +219,7 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
             if cfg[key] <= 0:
                 raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
     floats = ["TOTAL_TIMESTEPS", "LR", "GAMMA", "EPSILON_START", "EPSILON_FINISH", "MAX_GRAD_NORM",
-              "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE", "LAMBDA"]
+              "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE", "LAMBDA", "TD_LAMBDA"]
     for key in floats:
         if key in cfg:
             cfg[key] = _number(cfg, key)
@@ -227,6 +230,8 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
     for key in ("EPSILON_START", "EPSILON_FINISH"):
         if key in cfg and not 0.0 <= cfg[key] <= 1.0:
             raise ConfigError(f"{key} must be in [0, 1], got {cfg[key]}")
+    if "TD_LAMBDA" in cfg and not 0.0 <= cfg["TD_LAMBDA"] <= 1.0:
+        raise ConfigError(f"TD_LAMBDA must be in [0, 1], got {cfg['TD_LAMBDA']}")
     if "TAU" in cfg and not 0.0 < cfg["TAU"] <= 1.0:
         raise ConfigError(f"TAU must be in (0, 1], got {cfg['TAU']}")
     if cfg.get("AGENT_TYPE") not in (None, "rnn", "ff"):

@@ -7,8 +7,15 @@ initialised and applied. Everything else, acting, replay, the double-Q TD target
 sync and evaluation, lives here once:
 
     q_taken_t = Q_i(o_t, a_t),    q_next_t = Q̄_i(o_{t+1}, argmax_{a ∈ avail} Q_i(o_{t+1}, a))   (double Q)
-    y_t = r_t + γ (1 - d_t) Mix̄(q_next_t, s_{t+1})      r_t: team reward Σ_i r_{t,i}, or each agent's own
+    V_t = Mix̄(q_next_t, s_{t+1})                         r_t: team reward Σ_i r_{t,i}, or each agent's own
+    y_t = r_t + γ (1 - d_t) V_t                                         (TD_LAMBDA = 0: 1-step targets)
+    y_t = r_t + γ (1 - d_t) ((1 - λ_t) V_t + λ_t y_{t+1}),  y_{T-1} = r_{T-1} + γ (1 - d_{T-1}) V_{T-1}  (TD(λ))
     L = mean over steps not cut by a time limit of (y_t - Mix(q_taken_t, s_t))²
+
+TD(λ) runs backwards over each sampled sequence of T steps (Peng's Q(λ) on the target network's double-Q
+values, as pymarl2's QMIX): an episode end cuts it (d_t = 1), and with TIMEOUT_AS_TERMINAL=False a step whose
+next step is a time-out takes λ_t = 0, so no target leans on a transition whose true next observation was
+lost in the auto-reset (as in purejaxql.pqn).
 
 with Q̄ / Mix̄ the target network's agents / mixer and d_t the end of an episode.
 
@@ -39,7 +46,7 @@ import optax
 
 from purejaxql.environments import EnvCarry, reset_envs, step_envs
 from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
-from purejaxql.rl_math import double_q_bootstrap, linear_schedule, masked_mean
+from purejaxql.rl_math import double_q_bootstrap, lambda_returns, linear_schedule, masked_mean
 
 
 class Mixer(NamedTuple):
@@ -106,20 +113,28 @@ class Parts(NamedTuple):
 
 
 def td_loss(team_reward: bool, mix: Callable, mixer_params, target_mixer_params, q_taken: jax.Array,
-            q_next: jax.Array, rewards: jax.Array, discount: jax.Array, state: jax.Array, mask=None) -> jax.Array:
+            q_next: jax.Array, rewards: jax.Array, discount: jax.Array, state: jax.Array, mask=None,
+            lambda_t=None) -> jax.Array:
     """The loss of every replay algorithm (see the module docstring): q_taken, q_next (double-Q bootstrap
-    values), rewards (T, Bs, N); discount, mask (T, Bs) (mask None: every step); state (T+1, Bs, S).
-    ``mix`` is the algorithm's ``Mixer.apply``, with the online mixer's parameters on q_taken and the target
-    mixer's on q_next; with ``team_reward`` the mixed value learns from Σ_i r_i, otherwise (IQL) each agent's
-    value from its own reward."""
+    values), rewards (T, Bs, N); discount, mask, lambda_t (T, Bs) (mask None: every step; lambda_t None:
+    1-step targets, else TD(λ) with λ_t per step); state (T+1, Bs, S). ``mix`` is the algorithm's
+    ``Mixer.apply``, with the online mixer's parameters on q_taken and the target mixer's on q_next; with
+    ``team_reward`` the mixed value learns from Σ_i r_i, otherwise (IQL) each agent's value from its own
+    reward."""
     chex.assert_equal_shape([q_taken, q_next, rewards])
     chex.assert_equal_shape([discount, q_taken[..., 0]])
     if team_reward:  # one value for the team: Q_tot (T, Bs)
         rewards = rewards.sum(-1)
     else:            # independent values: Q_tot (T, Bs, N), one TD error per agent
         discount = discount[..., None]
+        lambda_t = None if lambda_t is None else lambda_t[..., None]
     q_tot = mix(mixer_params, q_taken, state[:-1])
-    target = rewards + discount * mix(target_mixer_params, q_next, state[1:])
+    v = mix(target_mixer_params, q_next, state[1:])
+    if lambda_t is None:
+        target = rewards + discount * v
+    else:  # λ-returns backwards along time, one column per sequence (and agent)
+        columns = [jnp.broadcast_to(x, v.shape).reshape(v.shape[0], -1) for x in (rewards, discount, v, lambda_t)]
+        target = jax.vmap(lambda_returns, in_axes=1, out_axes=1)(*columns).reshape(v.shape)
     return masked_mean((jax.lax.stop_gradient(target) - q_tot) ** 2, mask)
 
 
@@ -209,8 +224,13 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         # TIMEOUT_AS_TERMINAL=False such transitions are left out of the loss instead of being
         # treated as terminal (the rest bootstrap as usual).
         mask = None if cfg["TIMEOUT_AS_TERMINAL"] else 1.0 - seq.timeout.astype(jnp.float32)  # (T, Bs)
+        lambda_t = None
+        if cfg["TD_LAMBDA"] > 0:
+            lambda_t = jnp.full(discount.shape, cfg["TD_LAMBDA"])                           # (T, Bs)
+            if mask is not None:  # a step before a time-out must not lean on it (see the module docstring)
+                lambda_t = lambda_t * jnp.concatenate([mask[1:], jnp.ones_like(mask[:1])])
         loss = td_loss(algorithm.team_reward, mixer.apply, params["mixer"], target_params["mixer"], q_taken, q_next,
-                       seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask)
+                       seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask, lambda_t)
         return loss, q_taken.mean()
 
     def learn_step(train: TrainState, seq: Chunk):

@@ -90,14 +90,24 @@ def reference_loss(alg, cfg, learner, params, target_params, sample):
     q_t = jax.lax.stop_gradient(jnp.take_along_axis(q_bar[1:], best[..., None], -1)[..., 0])   # (T, Bs, N)
     q_tm1 = jnp.take_along_axis(q[:-1], a_tm1[..., None], -1)[..., 0]                           # (T, Bs, N)
     discount_t = cfg["GAMMA"] * (1.0 - done)
-    if alg == "iql":
-        delta2 = jnp.mean((r_t + discount_t[..., None] * q_t - q_tm1) ** 2, axis=-1)
+    if alg == "iql":  # each agent on its own reward: the agent axis stays
+        r, v, pred, discount_t = r_t, q_t, q_tm1, discount_t[..., None]
     elif alg == "vdn":
-        delta2 = (r_t.sum(-1) + discount_t * q_t.sum(-1) - q_tm1.sum(-1)) ** 2
+        r, v, pred = r_t.sum(-1), q_t.sum(-1), q_tm1.sum(-1)
     else:
         mix = jax.vmap(jax.vmap(qmix_mix, (None, 0, 0)), (None, 0, 0))
-        y = r_t.sum(-1) + discount_t * mix(target_params["mixer"], q_t, states[1:])
-        delta2 = (jax.lax.stop_gradient(y) - mix(params["mixer"], q_tm1, states[:-1])) ** 2
+        r, v, pred = r_t.sum(-1), mix(target_params["mixer"], q_t, states[1:]), mix(params["mixer"], q_tm1, states[:-1])
+    lam = cfg.get("TD_LAMBDA", 0.0)
+    y = [None] * T  # TD(λ) backwards, plain loop; λ = 0: the 1-step target r + γ(1 - d) V
+    y[T - 1] = r[T - 1] + discount_t[T - 1] * v[T - 1]
+    for t in reversed(range(T - 1)):
+        # a step whose next step is a time-out (left out of the loss) does not lean on that step's target
+        lam_t = lam * (1.0 if cfg["TIMEOUT_AS_TERMINAL"] else 1.0 - timeout[t + 1])
+        lam_t = lam_t[..., None] if alg == "iql" and np.ndim(lam_t) else lam_t
+        y[t] = r[t] + discount_t[t] * ((1.0 - lam_t) * v[t] + lam_t * y[t + 1])
+    delta2 = (jax.lax.stop_gradient(jnp.stack(y)) - pred) ** 2
+    if alg == "iql":
+        delta2 = jnp.mean(delta2, axis=-1)
     w = jnp.ones_like(delta2) if cfg["TIMEOUT_AS_TERMINAL"] else 1.0 - timeout  # time-outs leave the loss
     return jnp.sum(w * delta2) / jnp.sum(w)
 
@@ -126,7 +136,11 @@ def reference_steps(alg, cfg, learner, params, target_params, sample, steps):
     (vdn_ps, "vdn", {"TIMEOUT_AS_TERMINAL": True}),
     (iql_ps, "iql", {"AGENT_TYPE": "ff"}),
     (vdn_ns, "vdn", {}),
-], ids=["qmix", "vdn_timeout_terminal", "iql_ff", "vdn_ns"])
+    (qmix_ps, "qmix", {"TD_LAMBDA": 0.6}),
+    (vdn_ps, "vdn", {"TD_LAMBDA": 0.8, "TIMEOUT_AS_TERMINAL": True}),
+    (iql_ps, "iql", {"AGENT_TYPE": "ff", "TD_LAMBDA": 1.0}),
+], ids=["qmix", "vdn_timeout_terminal", "iql_ff", "vdn_ns", "qmix_td_lambda", "vdn_td_lambda_timeout_terminal",
+        "iql_td_lambda_1"])
 def test_loss_of_a_hand_built_batch_matches_the_formula(module, alg, extra):
     train = make(module, **extra)
     assert train.config["TIMEOUT_AS_TERMINAL"] == extra.get("TIMEOUT_AS_TERMINAL", False)  # EchoGame truncates
