@@ -12,6 +12,7 @@ minibatches, RAdam LR 5e-4, MAX_GRAD_NORM 1, gamma 0.9, lambda 0.3, epsilon 1 ->
     python bench/bench.py --algs qmix --seeds 4 --timesteps 5e5
     python bench/bench.py --algs vdn_ps vdn_ns --seeds 1   # shared vs per-agent parameters
     python bench/bench.py --algs pqn vdn --seeds 4         # PQN-VDN vs VDN, 4 seeds each
+    python bench/bench.py --algs qmix --seeds 2 --timesteps 1e6 --td-lambda 0.6   # TD(λ) targets
 
 Each measurement runs in a fresh process (clean compile cache, its own peak RSS). Printed per run:
 compile seconds, wall seconds of the compiled program, env steps/s (summed over seeds), peak RSS, the
@@ -51,7 +52,8 @@ def module_name(alg: str) -> str:
     return alg if alg.endswith(("_ps", "_ns")) else f"{alg}_ps"
 
 
-def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, timeout_terminal: bool) -> dict:
+def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, timeout_terminal: bool,
+           td_lambda: float = 0.0) -> dict:
     import importlib
 
     import jax
@@ -63,6 +65,8 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, tim
            "EPSILON_ANNEAL_TIME": 0.1 * timesteps, "TIMEOUT_AS_TERMINAL": timeout_terminal}
     if not alg.startswith("qmix"):
         cfg = {k: v for k, v in cfg.items() if not k.startswith("MIXER_")}
+    if td_lambda:
+        cfg["TD_LAMBDA"] = td_lambda
     env = make_env(cfg)
     train = importlib.import_module(f"purejaxql.{module_name(alg)}").make_train(cfg, env)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
@@ -80,7 +84,8 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, tim
     state = (ts.params, getattr(ts, "target_params", None), ts.opt_state)
     state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / seeds / 2**20
     return {"alg": module_name(alg), "env": env_name, "seeds": seeds, "seed": seed,
-            "timeout_terminal": timeout_terminal, "timesteps": timesteps, "compile_s": round(compile_s, 1),
+            "timeout_terminal": timeout_terminal, "td_lambda": td_lambda, "timesteps": timesteps,
+            "compile_s": round(compile_s, 1),
             "run_s": round(run_s, 1), "steps_per_s": round(steps / run_s),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "param_state_mb_per_seed": round(state_mb, 2),
@@ -97,10 +102,11 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also append results to this JSON-lines file")
     p.add_argument("--timeout-terminal", action="store_true", help="treat time-outs as terminal (JaxMARL's way)")
+    p.add_argument("--td-lambda", type=float, default=0.0, help="TD_LAMBDA of the replay learners (0 = 1-step)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.algs[0], a.seeds[0], a.timesteps, a.seed, a.env, a.timeout_terminal)))
+        print(json.dumps(worker(a.algs[0], a.seeds[0], a.timesteps, a.seed, a.env, a.timeout_terminal, a.td_lambda)))
         return
     print(f"{a.env}, {a.timesteps:g} env steps per seed", flush=True)
     print(f"{'alg':8} {'seeds':>5} {'compile s':>9} {'run s':>7} {'steps/s':>9} {'RSS MB':>7} {'state MB':>8} "
@@ -109,7 +115,7 @@ def main():
         for seeds in a.seeds:
             cmd = [sys.executable, __file__, "--worker", "--algs", alg, "--seeds", str(seeds),
                    "--timesteps", str(a.timesteps), "--seed", str(a.seed), "--env", a.env] + \
-                (["--timeout-terminal"] if a.timeout_terminal else [])
+                (["--timeout-terminal"] if a.timeout_terminal else []) + ["--td-lambda", str(a.td_lambda)]
             res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if res.returncode != 0:
                 print(f"{alg} seeds={seeds} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
