@@ -10,7 +10,7 @@ import sys
 from typing import Any, Dict, Mapping
 
 __all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "DERIVED_KEYS",
-           "defaults_for", "resolve_config", "check_run_keys", "unknown_key", "ALG_KEYS"]
+           "defaults_for", "resolve_config", "settable", "check_run_keys", "unknown_key", "ALG_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -127,6 +127,12 @@ BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TER
              "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
 
 
+def settable(cfg: Mapping[str, Any]) -> Dict[str, Any]:
+    """A resolved config without the keys resolve_config derives: what config.yaml, checkpoints and RESUME
+    keep."""
+    return {k: v for k, v in cfg.items() if k not in DERIVED_KEYS}
+
+
 def check_run_keys(top: Mapping[str, Any]) -> None:
     """Run-level keys (config/config.yaml): types and ranges, naming the culprit."""
     for key in ("PROGRESS", "NAN_CHECK", "WANDB_LOG_ALL_SEEDS", "HYP_TUNE", "DISTRIBUTED"):
@@ -185,7 +191,7 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
         return {**cfg, **traced}
     defaults = defaults_for(spec.algorithm)
     alg_name = spec.algorithm
-    cfg = {k: v for k, v in config.items() if k not in DERIVED_KEYS}
+    cfg = settable(config)
     unknown = [k for k in cfg if k not in defaults and k not in RUN_KEYS]
     if unknown:
         k = unknown[0]

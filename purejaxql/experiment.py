@@ -20,7 +20,7 @@ import numpy as np
 
 from purejaxql.checkpoint import (agent_params, checkpoint_path, load_checkpoint, resolve_path, save_checkpoint,
                                   write_json)
-from purejaxql.config import DERIVED_KEYS, ConfigError, check_run_keys, resolve_config
+from purejaxql.config import ConfigError, check_run_keys, resolve_config, settable
 from purejaxql.driver import run_training
 from purejaxql.environments import env_label, make_env
 from purejaxql.loop import eval_key
@@ -107,7 +107,7 @@ def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], spe
                 "pretrained_agents": dict(cfg.get("PRETRAINED_AGENTS") or {}),
                 "final_test_return": float(metrics["test_returned_episode_returns"][i, -1]),
                 "final_eval_key": [int(x) for x in keys[i].ravel()],
-                "config": {k: v for k, v in train_cfg.items() if k not in DERIVED_KEYS}}
+                "config": settable(train_cfg)}
         path = Path(folder) / f"seed{seed}_{i}.safetensors" if folder is not None else \
             checkpoint_path(cfg["SAVE_PATH"], env_name, spec.module, seed, i)
         saved.append(str(save_checkpoint(path, jax.tree.map(lambda x: x[i], params), info)))
@@ -169,7 +169,7 @@ def resume_config(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], over
     now: Dict[str, Any] = dict(top)
     if any(k.startswith("alg.") for k in keys):  # compare resolved values (defaults filled in)
         resolved = resolve_config(alg_cfg, spec, make_env(alg_cfg))
-        now["alg"] = {k: v for k, v in resolved.items() if k not in DERIVED_KEYS}
+        now["alg"] = settable(resolved)
     diffs = config_differences(saved, now, keys)
     if diffs:
         raise ConfigError(f"RESUME={folder}: the command line changes what the run computes: " + "; ".join(diffs)
@@ -249,7 +249,7 @@ def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run
     num_seeds = int(top.get("TUNE_NUM_SEEDS", 4) if top.get("HYP_TUNE") else top.get("NUM_SEEDS", 1))
     tune = tune_grid(train_cfg, spec, env) if top.get("HYP_TUNE") else None
     program = spec.make_train(train_cfg, env, pretrained)  # built before the run folder starts: it checks too
-    saved_alg = {k: v for k, v in train_cfg.items() if k not in DERIVED_KEYS}
+    saved_alg = settable(train_cfg)
     index = None if tune is None else {"config": np.repeat(np.arange(len(tune[1])), num_seeds),
                                        "seed_index": np.tile(np.arange(num_seeds), len(tune[1]))}
     if state_path is None:  # the config is valid: the run folder starts here

@@ -201,9 +201,8 @@ class SharedAgents:
     """Parameter sharing: one set of parameters applied to all N agents in one batched call.
 
     Agents are told apart by a one-hot id appended to their observation (config OBS_AGENT_ID, on by
-    default for this variant)."""
+    default for this variant: purejaxql.spec.Spec.obs_agent_id_default)."""
 
-    obs_agent_id_default = True
     trained_idx = None   # every agent learns (see purejaxql.pretrained for frozen agents)
     frozen_mask = None
 
@@ -268,8 +267,6 @@ class SeparateAgents(SharedAgents):
     """No parameter sharing: agent i has its own parameters, the i-th slice of every leaf (leading
     axis N), initialised from its own key and applied with ``jax.vmap`` over agents. Each network
     only ever sees its own agent, so the one-hot id is off by default (OBS_AGENT_ID)."""
-
-    obs_agent_id_default = False
 
     def init(self, rng: jax.Array) -> Any:
         return jax.vmap(self._init_one)(jax.random.split(rng, self.num_agents))  # leaves (N, ...)

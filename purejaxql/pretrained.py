@@ -55,8 +55,6 @@ def network_of(params: Mapping[str, Any], agent: str, obs_len: int, num_agents: 
 class PretrainedAgents:
     """Trained agents sharing parameters + frozen pretrained agents (see the module docstring)."""
 
-    obs_agent_id_default = True
-
     def __init__(self, network: AgentNetwork, agents, obs_size: int, max_obs_length: int,
                  pretrained: Mapping[str, Any]):
         self.agents = list(agents)
@@ -118,6 +116,4 @@ def pretrained_variant(env, pretrained_agents: Mapping[str, Any]):
 
     def make(network: AgentNetwork, num_agents: int, obs_size: int) -> PretrainedAgents:
         return PretrainedAgents(network, env.agents, obs_size, max_obs, pretrained_agents)
-
-    make.obs_agent_id_default = PretrainedAgents.obs_agent_id_default
     return make

@@ -12,12 +12,11 @@ sync and evaluation, lives here once:
     y_t = r_t + γ (1 - d_t) ((1 - λ_t) V_t + λ_t y_{t+1}),  y_{T-1} = r_{T-1} + γ (1 - d_{T-1}) V_{T-1}  (TD(λ))
     L = mean over steps not cut by a time limit of (y_t - Mix(q_taken_t, s_t))²
 
+with Q̄ / Mix̄ the target network's agents / mixer and d_t the end of an episode.
 TD(λ) runs backwards over each sampled sequence of T steps (Peng's Q(λ) on the target network's double-Q
 values, as pymarl2's QMIX): an episode end cuts it (d_t = 1), and with TIMEOUT_AS_TERMINAL=False a step whose
 next step is a time-out takes λ_t = 0, so no target leans on a transition whose true next observation was
 lost in the auto-reset (as in purejaxql.pqn).
-
-with Q̄ / Mix̄ the target network's agents / mixer and d_t the end of an episode.
 
 Shape legend
     N agents            T  NUM_STEPS (steps per env per update)     B  NUM_ENVS
