@@ -91,6 +91,8 @@ def cli(spec: Spec, argv: Optional[List[str]] = None):
     try:
         argv = with_alg_config(spec, argv)
         precheck_keys(argv, spec.module)
+        # a known key the alg config does not list (TD_LAMBDA in qmix_smax, ...) is set like any other
+        argv = [re.sub(r"^alg\.([A-Za-z_][A-Za-z0-9_]*)=", r"++alg.\1=", a) for a in argv]
         argv = resume_args(argv)
         argv, sweep, structural = tune_args(argv)
     except ConfigError as e:

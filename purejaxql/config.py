@@ -25,11 +25,14 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "NUM_STEPS": None,             # steps per env per update (T); default env.max_steps
     "BUFFER_SIZE": 5000,           # replay capacity in stored sequences of NUM_STEPS steps
     "BUFFER_BATCH_SIZE": 32,       # sequences per gradient step
-    "AGENT_TYPE": "rnn",           # "rnn" (GRU agent) or "ff" (feed-forward agent)
+    "AGENT_TYPE": "rnn",           # "rnn" (GRU agent), "lstm" (LSTM agent, carries [c, h]) or "ff"
+                                   # (feed-forward agent)
     "AGENT_HIDDEN_DIM": 64,        # width of the agent network
     "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
     "OBS_AGENT_ID": None,          # append a one-hot agent id to observations; default: on for shared
                                    # parameters (_ps), off for per-agent parameters (_ns)
+    "OBS_LAST_ACTION": False,      # append the one-hot of the agent's previous action to its observation
+                                   # (zeros at each episode's first step; pymarl's obs_last_action)
     "EPSILON_START": 1.0,          # ε-greedy: initial ε
     "EPSILON_FINISH": 0.05,        # ε-greedy: final ε
     "EPSILON_ANNEAL_TIME": None,   # env steps over which ε anneals linearly; default 10% of TOTAL_TIMESTEPS
@@ -50,6 +53,11 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "LEARNING_STARTS": 10000,      # env steps collected before the first gradient step
     "TD_LAMBDA": 0.0,              # λ of the TD(λ) targets over each sampled sequence (0 = 1-step targets;
                                    # pymarl2 uses 0.6 for QMIX on SMAC)
+    "PER": False,                  # prioritised replay: sequences drawn by the priority of their TD errors
+    "PER_ALPHA": 0.6,              # priority exponent α: P(i) ∝ p_i^α (0 = uniform)
+    "PER_BETA": 0.4,               # importance-weight exponent β at the start, annealed linearly to 1
+    "PER_ETA": 0.9,                # a sequence's priority: η max|δ| + (1 - η) mean|δ| over its steps
+    "REW_NORM": False,             # standardise the learnt reward by its running mean and std (loss only)
     "TEST_DURING_TRAINING": True,  # run greedy evaluation inside the compiled program
     "TEST_INTERVAL": 0.05,         # fraction of updates between greedy evaluations
     "TEST_NUM_ENVS": 512,          # greedy evaluation episodes (one per env)
@@ -66,7 +74,7 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
 PQN_DEFAULTS: Dict[str, Any] = {
     **{k: v for k, v in Q_LEARNING_DEFAULTS.items()
        if k not in ("BUFFER_SIZE", "BUFFER_BATCH_SIZE", "TARGET_UPDATE_INTERVAL", "TAU", "LEARNING_STARTS",
-                    "TD_LAMBDA")},
+                    "TD_LAMBDA", "PER", "PER_ALPHA", "PER_BETA", "PER_ETA", "REW_NORM")},
     "NUM_ENVS": 128,
     "NUM_STEPS": 16,               # steps per env per rollout (T)
     "NUM_EPOCHS": 4,               # passes over each rollout
@@ -87,11 +95,26 @@ PQN_DEFAULTS: Dict[str, Any] = {
     "OPTIMIZER": "radam",
 }
 
-# Keys only QMIX reads (its mixer).
+# Keys of the mixers (QMIX's hypernetwork mixer, also the monotonic part of weighted QMIX).
 QMIX_DEFAULTS: Dict[str, Any] = {
-    "MIXER_EMBEDDING_DIM": 32,        # E: width of the mixing layer
-    "MIXER_HYPERNET_HIDDEN_DIM": 64,  # hidden width of the hypernetworks
+    "MIXER_EMBEDDING_DIM": 32,        # E: width of the mixing layer (Qatten: of each attention head)
+    "MIXER_HYPERNET_HIDDEN_DIM": 64,  # hidden width of the hypernetworks (QPLEX, Qatten: of their state MLPs)
     "MIXER_INIT_SCALE": 0.001,        # orthogonal init scale of the hypernetworks' output layers
+}
+QPLEX_DEFAULTS: Dict[str, Any] = {
+    "MIXER_HYPERNET_HIDDEN_DIM": 64,
+    "QPLEX_NUM_KERNEL": 10,           # attention kernels of the advantage weights λ_i(s, u) (pymarl2's num_kernel)
+}
+QATTEN_DEFAULTS: Dict[str, Any] = {
+    "MIXER_EMBEDDING_DIM": 32,
+    "MIXER_HYPERNET_HIDDEN_DIM": 64,
+    "QATTEN_NUM_HEADS": 4,            # attention heads (pymarl2's n_head)
+}
+WQMIX_DEFAULTS: Dict[str, Any] = {
+    **QMIX_DEFAULTS,
+    "WQMIX_ALPHA": 0.5,               # α: weight of the joint actions the weighting discounts (pymarl's w);
+                                      # owqmix defaults to 0.5, cwqmix to 0.75
+    "WQMIX_CENTRAL_MIXER_DIM": 256,   # width of Q̂*'s feed-forward mixer (pymarl's central_mixing_embed_dim)
 }
 # Independent learners are also used in competitive games, where a team sum means little: IQL logs every
 # agent's and every team's returns by default.
@@ -99,20 +122,25 @@ _ALGORITHM_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "iql": {**Q_LEARNING_DEFAULTS, "LOG_AGENTS_SEPARATELY": True},
     "vdn": Q_LEARNING_DEFAULTS,
     "qmix": {**Q_LEARNING_DEFAULTS, **QMIX_DEFAULTS},
+    "qplex": {**Q_LEARNING_DEFAULTS, **QPLEX_DEFAULTS},
+    "owqmix": {**Q_LEARNING_DEFAULTS, **WQMIX_DEFAULTS},
+    "cwqmix": {**Q_LEARNING_DEFAULTS, **WQMIX_DEFAULTS, "WQMIX_ALPHA": 0.75},
+    "qatten": {**Q_LEARNING_DEFAULTS, **QATTEN_DEFAULTS},
     "pqn": PQN_DEFAULTS,
 }
 
 
 def defaults_for(algorithm: str) -> Dict[str, Any]:
-    """Every key ``algorithm`` (iql | vdn | qmix | pqn) reads, with its default."""
+    """Every key ``algorithm`` (iql | vdn | qmix | qplex | owqmix | cwqmix | qatten | pqn) reads, with its
+    default."""
     return dict(_ALGORITHM_DEFAULTS[algorithm])
 
 
-# Which algorithm reads a key that is not common to all (for "not used by X" errors).
+# Which algorithms read a key that is not common to all (for "not used by X" errors).
 KEY_OWNERS: Dict[str, str] = {
-    **{k: "qmix" for k in QMIX_DEFAULTS},
-    **{k: "iql/vdn/qmix" for k in Q_LEARNING_DEFAULTS if k not in PQN_DEFAULTS},
-    **{k: "pqn" for k in PQN_DEFAULTS if k not in Q_LEARNING_DEFAULTS}}
+    k: "/".join(a for a, d in _ALGORITHM_DEFAULTS.items() if k in d)
+    for k in set().union(*_ALGORITHM_DEFAULTS.values())
+    if not all(k in d for d in _ALGORITHM_DEFAULTS.values())}
 
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
@@ -121,10 +149,11 @@ RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_A
 # Keys resolve_config adds (not settable; left out of saved configs).
 DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 # Every key of an alg config (any algorithm's, so "not used by X" can name the owner).
-ALG_KEYS = set(Q_LEARNING_DEFAULTS) | set(PQN_DEFAULTS) | set(QMIX_DEFAULTS) | RUN_KEYS
+ALG_KEYS = set().union(*_ALGORITHM_DEFAULTS.values()) | RUN_KEYS
 NORM_TYPES = ("layer_norm", "batch_norm", "none")  # PQN's NORM_TYPE (purejaxql.networks.AgentNetwork)
-BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID",
-             "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
+AGENT_TYPES = ("ff", "rnn", "lstm")  # AGENT_TYPE: feed-forward, GRU, LSTM (purejaxql.networks.AgentNetwork)
+BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID", "PER",
+             "REW_NORM", "OBS_LAST_ACTION", "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
 
 
 def settable(cfg: Mapping[str, Any]) -> Dict[str, Any]:
@@ -197,7 +226,9 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
         k = unknown[0]
         owner = KEY_OWNERS.get(k)
         if owner:
-            raise ConfigError(f"config key {k!r} is not used by {alg_name} (it belongs to {owner})")
+            why = (": pqn learns online from each rollout, with no replay buffer or target network"
+                   if alg_name == "pqn" and "iql" in owner.split("/") else "")
+            raise ConfigError(f"config key {k!r} is not used by {alg_name} (it belongs to {owner}){why}")
         raise unknown_key(k, list(defaults) + sorted(RUN_KEYS), alg_name)
     for k, v in defaults.items():
         cfg.setdefault(k, v)
@@ -225,7 +256,8 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
             if cfg[key] <= 0:
                 raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
     floats = ["TOTAL_TIMESTEPS", "LR", "GAMMA", "EPSILON_START", "EPSILON_FINISH", "MAX_GRAD_NORM",
-              "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE", "LAMBDA", "TD_LAMBDA"]
+              "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE", "LAMBDA", "TD_LAMBDA",
+              "PER_ALPHA", "PER_BETA", "PER_ETA"]
     for key in floats:
         if key in cfg:
             cfg[key] = _number(cfg, key)
@@ -236,16 +268,24 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
     for key in ("EPSILON_START", "EPSILON_FINISH"):
         if key in cfg and not 0.0 <= cfg[key] <= 1.0:
             raise ConfigError(f"{key} must be in [0, 1], got {cfg[key]}")
-    if "TD_LAMBDA" in cfg and not 0.0 <= cfg["TD_LAMBDA"] <= 1.0:
-        raise ConfigError(f"TD_LAMBDA must be in [0, 1], got {cfg['TD_LAMBDA']}")
+    for key in ("TD_LAMBDA", "PER_ALPHA", "PER_BETA", "PER_ETA"):
+        if key in cfg and not 0.0 <= cfg[key] <= 1.0:
+            raise ConfigError(f"{key} must be in [0, 1], got {cfg[key]}")
+    if "WQMIX_ALPHA" in cfg:
+        cfg["WQMIX_ALPHA"] = _number(cfg, "WQMIX_ALPHA")
+        if not 0.0 <= cfg["WQMIX_ALPHA"] <= 1.0:
+            raise ConfigError(f"WQMIX_ALPHA must be in [0, 1], got {cfg['WQMIX_ALPHA']}")
     if "TAU" in cfg and not 0.0 < cfg["TAU"] <= 1.0:
         raise ConfigError(f"TAU must be in (0, 1], got {cfg['TAU']}")
-    if cfg.get("AGENT_TYPE") not in (None, "rnn", "ff"):
-        raise ConfigError(f"AGENT_TYPE must be 'rnn' or 'ff', got {cfg['AGENT_TYPE']!r}")
+    if cfg.get("AGENT_TYPE") not in (None,) + AGENT_TYPES:
+        raise ConfigError(f"AGENT_TYPE must be one of {list(AGENT_TYPES)}, got {cfg['AGENT_TYPE']!r}")
+    if env is not None and cfg.get("AGENT_TYPE") in ("rnn", "lstm"):
+        _check_vector_observations(cfg["AGENT_TYPE"], env)
     if cfg.get("OPTIMIZER") not in (None, "adam", "radam"):
         raise ConfigError(f"OPTIMIZER must be 'adam' or 'radam', got {cfg['OPTIMIZER']!r}")
 
-    for key in ("MIXER_EMBEDDING_DIM", "MIXER_HYPERNET_HIDDEN_DIM"):
+    for key in ("MIXER_EMBEDDING_DIM", "MIXER_HYPERNET_HIDDEN_DIM", "QPLEX_NUM_KERNEL", "QATTEN_NUM_HEADS",
+                "WQMIX_CENTRAL_MIXER_DIM"):
         if key in cfg:
             cfg[key] = _number(cfg, key, lambda v: int(float(v)))
             if cfg[key] <= 0:
@@ -301,6 +341,17 @@ def _check_replay(cfg, rollout):
                           f"BUFFER_SIZE ({cfg['BUFFER_SIZE']})")
 
 
+def _check_vector_observations(agent_type, env):
+    """Recurrent agents take each observation as one vector: an observation space with more than one axis
+    (an image (H, W, C)) is refused, naming AGENT_TYPE and the shape."""
+    for agent in getattr(env, "agents", []):
+        shape = tuple(getattr(env.observation_space(agent), "shape", None) or ())
+        if len(shape) > 1:
+            raise ConfigError(f"AGENT_TYPE={agent_type} (a recurrent agent) needs vector observations, but agent "
+                              f"{agent!r} observes an array of shape {shape}; use AGENT_TYPE=ff (it sees the "
+                              "observation flattened)")
+
+
 def _check_pqn(cfg):
     if not 0.0 <= cfg["LAMBDA"] <= 1.0:
         raise ConfigError(f"LAMBDA must be in [0, 1], got {cfg['LAMBDA']}")
@@ -309,14 +360,14 @@ def _check_pqn(cfg):
     if cfg["NORM_TYPE"] not in NORM_TYPES:
         raise ConfigError(f"NORM_TYPE must be one of {list(NORM_TYPES)}, got {cfg['NORM_TYPE']!r}")
     cfg["MEMORY_WINDOW"] = _number(cfg, "MEMORY_WINDOW", lambda v: int(float(v)))
-    if cfg["AGENT_TYPE"] == "rnn":
+    if cfg["AGENT_TYPE"] in ("rnn", "lstm"):
         if not 0 <= cfg["MEMORY_WINDOW"] <= cfg["NUM_STEPS"]:
             raise ConfigError(f"MEMORY_WINDOW must be in [0, NUM_STEPS={cfg['NUM_STEPS']}], got "
                               f"{cfg['MEMORY_WINDOW']}")
-        samples, what = cfg["NUM_ENVS"], "NUM_ENVS (GRU agents learn from whole env sequences)"
+        samples, what = cfg["NUM_ENVS"], "NUM_ENVS (recurrent agents learn from whole env sequences)"
     else:
         if cfg["MEMORY_WINDOW"] != 0:
-            raise ConfigError("MEMORY_WINDOW only applies to recurrent agents (AGENT_TYPE=rnn)")
+            raise ConfigError("MEMORY_WINDOW only applies to recurrent agents (AGENT_TYPE=rnn or lstm)")
         samples, what = cfg["NUM_ENVS"] * cfg["NUM_STEPS"], "NUM_ENVS * NUM_STEPS (transitions per rollout)"
     if samples % cfg["NUM_MINIBATCHES"]:
         raise ConfigError(f"NUM_MINIBATCHES ({cfg['NUM_MINIBATCHES']}) must divide {what} = {samples}")

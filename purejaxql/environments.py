@@ -8,8 +8,10 @@ environments for centralised training:
 * ``obs["__all__"]``: the global state (the env's own ``world_state`` where it has one, as SMAX does,
   else the concatenation of the training agents' raw observations);
 * ``rewards["__all__"]``: the sum of the training agents' rewards;
-* every agent's observation flattened, zero-padded to the largest agent's length and (``add_agent_id``)
-  followed by a one-hot agent id (so agents of different shapes can share one network);
+* every agent's observation flattened, zero-padded to the largest agent's length, then (``add_last_action``,
+  pymarl's ``obs_last_action``) the one-hot of that agent's previous action, padded to ``max_action_space``
+  and all zeros on the first step of every episode (after a reset and after every auto-reset), then
+  (``add_agent_id``) a one-hot agent id (so agents of different shapes can share one network);
 * action sets padded to the largest agent's; padded actions are marked unavailable;
 * ``infos["won_episode"]`` on environments with a battle outcome (SMAX).
 
@@ -132,10 +134,13 @@ class CTRolloutManager:
         training_agents: agents whose rewards make up ``rewards["__all__"]`` (default: all).
         preprocess_obs: flatten and zero-pad observations to one length (default True).
         add_agent_id: with ``preprocess_obs``, append the one-hot agent id (default True).
+        add_last_action: with ``preprocess_obs``, append the one-hot of the agent's previous action before
+            the agent id (default False). It needs no state of its own: the observation a step returns
+            follows the actions that step took, unless the episode ended and the env auto-reset.
     """
 
     def __init__(self, env, batch_size: int, training_agents: Optional[Sequence[str]] = None,
-                 preprocess_obs: bool = True, add_agent_id: bool = True):
+                 preprocess_obs: bool = True, add_agent_id: bool = True, add_last_action: bool = False):
         self._env = env
         self.batch_size = int(batch_size)
         self.agents = list(env.agents)
@@ -143,6 +148,7 @@ class CTRolloutManager:
         self.training_agents = list(self.agents if training_agents is None else training_agents)
         self.preprocess_obs = preprocess_obs
         self.add_agent_id = preprocess_obs and add_agent_id
+        self.add_last_action = preprocess_obs and add_last_action
         unknown = [a for a in self.training_agents if a not in self.agents]
         if unknown:
             raise ConfigError(f"training agent {unknown[0]!r} is not an agent of the env ({self.agents})")
@@ -155,7 +161,8 @@ class CTRolloutManager:
         self.action_dims = [space_dim(env.action_space(a)) for a in self.agents]
         self.max_obs_length = max(self.obs_dims)
         self.max_action_space = max(self.action_dims)
-        self.obs_size = self.max_obs_length + (self.num_agents if self.add_agent_id else 0)
+        self.obs_size = (self.max_obs_length + (self.max_action_space if self.add_last_action else 0) +
+                         (self.num_agents if self.add_agent_id else 0))
         self.agents_one_hot = {a: oh if self.add_agent_id else oh[:0]
                                for a, oh in zip(self.agents, jnp.eye(self.num_agents))}
         # (N, A) mask of the actions each agent really has (padded ones are 0)
@@ -184,14 +191,18 @@ class CTRolloutManager:
         """Sum of the training agents' rewards."""
         return jnp.stack([rewards[a] for a in self.training_agents]).sum(axis=0)
 
-    def _preprocess_obs(self, arr: jax.Array, agent_one_hot: jax.Array) -> jax.Array:
+    def _preprocess_obs(self, arr: jax.Array, last_action: jax.Array, agent_one_hot: jax.Array) -> jax.Array:
         arr = arr.ravel()
         arr = jnp.pad(arr, (0, self.max_obs_length - arr.shape[-1]))
-        return jnp.concatenate([arr, agent_one_hot], axis=-1)
+        return jnp.concatenate([arr, last_action, agent_one_hot], axis=-1)
 
-    def _wrap_obs(self, raw_obs, state):
+    def _wrap_obs(self, raw_obs, state, last_actions=None):
+        """``last_actions``: {agent: (A,)} one-hot of the action that led to ``raw_obs`` (None: none, as
+        after a reset, or ``add_last_action`` is off)."""
         if self.preprocess_obs:
-            obs = {a: self._preprocess_obs(raw_obs[a], self.agents_one_hot[a]) for a in self.agents}
+            none = jnp.zeros((self.max_action_space if self.add_last_action else 0,))
+            obs = {a: self._preprocess_obs(raw_obs[a], none if last_actions is None else last_actions[a],
+                                           self.agents_one_hot[a]) for a in self.agents}
         else:
             obs = {a: raw_obs[a] for a in self.agents}
         obs["__all__"] = self.global_state(raw_obs, state)
@@ -203,7 +214,11 @@ class CTRolloutManager:
 
     def wrapped_step(self, key, state, actions):
         raw_obs, state, rewards, dones, infos = self._env.step(key, state, actions)
-        obs = self._wrap_obs(raw_obs, state)
+        last = None
+        if self.add_last_action:  # after an auto-reset the observation starts a new episode: no previous action
+            keep = 1.0 - jnp.asarray(dones["__all__"], jnp.float32)
+            last = {a: jax.nn.one_hot(actions[a], self.max_action_space) * keep for a in self.agents}
+        obs = self._wrap_obs(raw_obs, state, last)
         rewards = {a: rewards[a] for a in self.agents}
         rewards["__all__"] = self.global_reward(rewards)
         infos = {}

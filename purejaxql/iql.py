@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import jax
 
-from purejaxql.q_learning import Mixer, QAlgorithm
+from purejaxql.q_learning import Mixer, QAlgorithm, Team
 
 
-def independent(mixer_params, q: jax.Array, state: jax.Array) -> jax.Array:
+def independent(mixer_params, q: jax.Array, state: jax.Array, ctx=None) -> jax.Array:
     """q (..., N) -> (..., N): every agent's own value, unmixed."""
     return q
 
 
-def make_mixer(cfg, num_agents: int, state_size: int) -> Mixer:
+def make_mixer(cfg, team: Team) -> Mixer:
     return Mixer(init=lambda rng: {}, apply=independent)
 
 

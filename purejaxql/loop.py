@@ -72,18 +72,20 @@ def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
     for. When some agents are frozen pretrained ones (``agents.trained_idx``), the team reward, global
     state and reported team return cover only the agents that learn."""
     cfg = dict(cfg)
-    wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], add_agent_id=cfg["OBS_AGENT_ID"])
+    inputs = {"add_agent_id": cfg["OBS_AGENT_ID"], "add_last_action": cfg.get("OBS_LAST_ACTION", False)}
+    wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], **inputs)
     network = AgentNetwork(action_dim=wrapped.max_action_space, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
-                           init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] == "rnn",
+                           init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] != "ff",
+                           cell="lstm" if cfg["AGENT_TYPE"] == "lstm" else "gru",
                            num_layers=cfg.get("NUM_LAYERS", 1), norm_type=cfg.get("NORM_TYPE", "none"),
                            norm_input=cfg.get("NORM_INPUT", False))
     N = wrapped.num_agents
-    agents = agents_cls(network, N, wrapped.obs_size)
+    agents = agents_cls(network, N, wrapped.obs_size, last_action=inputs["add_last_action"])
     idx = agents.trained_idx
     trained_names = None if idx is None else [wrapped.agents[i] for i in idx]
 
     def wrap(batch):
-        return CTRolloutManager(env, batch, training_agents=trained_names, add_agent_id=cfg["OBS_AGENT_ID"])
+        return CTRolloutManager(env, batch, training_agents=trained_names, **inputs)
     wrapped = wrapped if idx is None else wrap(cfg["NUM_ENVS"])  # rebuilt only when some agents are frozen
     test_env = wrap(cfg["TEST_NUM_ENVS"])
     evaluate = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"],

@@ -4,8 +4,9 @@ Shapes: T time, B batch (environments or sampled sequences), N agents, D observa
 H hidden size, A actions.
 
 :class:`AgentNetwork` maps a sequence of observations to per-action Q-values. Its recurrent form is a
-GRU whose hidden state is reset to zero *before* processing an observation that starts an episode
-(``first[t]``), the same rule for acting and learning, so hidden states never leak across episodes.
+GRU (AGENT_TYPE=rnn) or an LSTM (lstm) whose hidden state is reset to zero *before* processing an
+observation that starts an episode (``first[t]``), the same rule for acting and learning, so hidden
+states never leak across episodes. The LSTM's carried state is [c, h] in one array of width 2H.
 
 :class:`SharedAgents` is the parameter-sharing variant: one parameter set, agents folded into the batch
 axis and processed in one call. Other variants (per-agent, frozen pretrained) implement the same
@@ -29,7 +30,8 @@ from flax.linen.initializers import constant
 
 from purejaxql.config import NORM_TYPES
 
-__all__ = ["orthogonal", "GRU", "AgentNetwork", "NORM_TYPES", "LayerNorm", "layer_norm", "SharedAgents", "SeparateAgents"]
+__all__ = ["orthogonal", "GRU", "LSTM", "CELLS", "AgentNetwork", "NORM_TYPES", "LayerNorm", "layer_norm",
+           "SharedAgents", "SeparateAgents"]
 
 
 def orthogonal(scale: float = 1.0):
@@ -108,6 +110,51 @@ class GRU(nn.Module):
         return jax.lax.scan(step, h0, (xr, xz, xn, first))
 
 
+class LSTM(nn.Module):
+    """LSTM over time with resets at episode starts; the carried state is one array [c, h] (B, 2H).
+
+    Gate equations (Hochreiter & Schmidhuber 1997, with a forget gate), [c, h] reset to 0 before step t
+    wherever first[t]:
+    i = σ(x W_i + b_i + h U_i), f = σ(x W_f + b_f + h U_f), g = tanh(x W_g + b_g + h U_g),
+    o = σ(x W_o + b_o + h U_o), c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
+    b_f starts at 1 (the cell keeps its memory at first, Gers et al. 2000), the other biases at 0. Same
+    layout as :class:`GRU`: input projections of all T steps before the loop, one (H, H) matrix per gate,
+    one step without a loop when T = 1. Keeping c and h in one (B, 2H) array lets everything that carries
+    a GRU's hidden state (replay's stored state, PQN's context, evaluation, checkpoints) carry it as is.
+    """
+
+    hidden_dim: int
+
+    @nn.compact
+    def __call__(self, s0: jax.Array, x: jax.Array, first: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """s0 (B, 2H) = [c, h], x (T, B, E), first (T, B) -> (s_T (B, 2H), hs (T, B, H))."""
+        H, E = self.hidden_dim, x.shape[-1]
+        w = {g: self.param(f"w_i{g}", nn.initializers.lecun_normal(), (E, H)) for g in "ifgo"}
+        b = {g: self.param(f"b_i{g}", nn.initializers.ones_init() if g == "f" else nn.initializers.zeros_init(),
+                           (H,)) for g in "ifgo"}
+        u = {g: self.param(f"w_h{g}", orthogonal(), (H, H)) for g in "ifgo"}
+        xi, xf, xg, xo = (x @ w[g] + b[g] for g in "ifgo")  # (T, B, H) each
+
+        def step(ch, inp):  # the loop carries (c, h) apart: no slicing or joining inside it
+            xi_t, xf_t, xg_t, xo_t, first_t = inp
+            c, h = (jnp.where(first_t[:, None], 0.0, v) for v in ch)
+            i = nn.sigmoid(xi_t + h @ u["i"])
+            f = nn.sigmoid(xf_t + h @ u["f"])
+            g = jnp.tanh(xg_t + h @ u["g"])
+            o = nn.sigmoid(xo_t + h @ u["o"])
+            c = f * c + i * g
+            h = o * jnp.tanh(c)
+            return (c, h), h
+
+        ch0 = (s0[:, :H], s0[:, H:])
+        if x.shape[0] == 1:  # acting: one step, no loop
+            (c, h), _ = step(ch0, (xi[0], xf[0], xg[0], xo[0], first[0]))
+            return jnp.concatenate([c, h], axis=-1), h[None]
+        (c, h), hs = jax.lax.scan(step, ch0, (xi, xf, xg, xo, first))
+        return jnp.concatenate([c, h], axis=-1), hs
+
+
+CELLS = {"gru": GRU, "lstm": LSTM}  # recurrent cells by name (AgentNetwork.cell; AGENT_TYPE rnn -> gru)
 
 
 @jax.custom_vjp
@@ -150,7 +197,7 @@ class LayerNorm(nn.Module):
 
 
 class AgentNetwork(nn.Module):
-    """obs -> [BatchNorm] -> num_layers x (Dense(H) -> [norm] -> ReLU) -> [GRU(H)] -> Dense(A): the
+    """obs -> [BatchNorm] -> num_layers x (Dense(H) -> [norm] -> ReLU) -> [GRU(H) | LSTM(H)] -> Dense(A): the
     Q-values of one agent (or a batch of agents).
 
     ``norm_type`` normalises every hidden layer (``layer_norm``, ``batch_norm`` or ``none``);
@@ -158,7 +205,9 @@ class AgentNetwork(nn.Module):
     network. BatchNorm layers keep running statistics in the ``batch_stats`` collection: ``train=True``
     normalises with the batch's statistics (and the caller collects the updated running ones), ``False``
     with the running ones. Layers are named ``Dense_0 .. Dense_{num_layers}`` (the last one is the
-    output), ``norm_<i>``, ``input_norm`` and ``GRU_0``, so a checkpoint's shapes tell its architecture.
+    output), ``norm_<i>``, ``input_norm`` and ``GRU_0`` (``LSTM_0`` with ``cell="lstm"``), so a
+    checkpoint's shapes tell its architecture. The carried hidden state is (B, :attr:`carry_dim`): H for
+    the GRU, 2H ([c, h]) for the LSTM.
     """
 
     action_dim: int
@@ -168,6 +217,12 @@ class AgentNetwork(nn.Module):
     num_layers: int = 1
     norm_type: str = "none"
     norm_input: bool = False
+    cell: str = "gru"          # the recurrent cell when recurrent: "gru" or "lstm" (purejaxql.networks.CELLS)
+
+    @property
+    def carry_dim(self) -> int:
+        """Width of the hidden state the network takes and returns (a feed-forward one ignores it)."""
+        return 2 * self.hidden_dim if self.recurrent and self.cell == "lstm" else self.hidden_dim
 
     def _norm(self, kind: str, name: str, train: bool):
         if kind == "layer_norm":
@@ -178,7 +233,7 @@ class AgentNetwork(nn.Module):
 
     @nn.compact
     def __call__(self, hidden: jax.Array, obs: jax.Array, first: jax.Array, train: bool = False):
-        """hidden (B, H), obs (T, B, D), first (T, B) -> (hidden_T (B, H), q (T, B, A))."""
+        """hidden (B, carry_dim), obs (T, B, D), first (T, B) -> (hidden_T (B, carry_dim), q (T, B, A))."""
         T, B = obs.shape[:2]
         # Layers run on 2-D (T*B, .) arrays: XLA:CPU runs the network's backward pass faster on those than
         # on (T, B, .) ones (measured for PQN's 2 x 256 MLP).
@@ -190,7 +245,7 @@ class AgentNetwork(nn.Module):
                          name=f"Dense_{i}")(x)
             x = nn.relu(self._norm(self.norm_type, f"norm_{i}", train)(x))
         if self.recurrent:
-            hidden, x = GRU(self.hidden_dim)(hidden, x.reshape(T, B, -1), first)
+            hidden, x = CELLS[self.cell](self.hidden_dim)(hidden, x.reshape(T, B, -1), first)
             x = x.reshape(T * B, -1)
         q = nn.Dense(self.action_dim, kernel_init=orthogonal(self.init_scale), bias_init=constant(0.0),
                      name=f"Dense_{self.num_layers}")(x)
@@ -211,15 +266,18 @@ class SharedAgents:
         """The agents the learner unrolls: all of them."""
         return self
 
-    def __init__(self, network: AgentNetwork, num_agents: int, obs_size: int):
+    def __init__(self, network: AgentNetwork, num_agents: int, obs_size: int, last_action: bool = False):
+        """``obs_size``: D, the wrapper's observation size; ``last_action``: whether those observations carry
+        the last-action one-hot (OBS_LAST_ACTION; the network just sees a wider input)."""
         self.network = network
         self.num_agents = num_agents
         self.obs_size = obs_size
-        self.hidden_dim = network.hidden_dim if network.recurrent else 0
+        self.last_action = last_action
+        self.hidden_dim = network.carry_dim if network.recurrent else 0  # carried H: 2H for an LSTM ([c, h])
 
     def _init_one(self, rng: jax.Array) -> Any:
         obs = jnp.zeros((1, 1, self.obs_size))
-        return self.network.init(rng, jnp.zeros((1, self.network.hidden_dim)), obs, jnp.zeros((1, 1), bool))
+        return self.network.init(rng, jnp.zeros((1, self.network.carry_dim)), obs, jnp.zeros((1, 1), bool))
 
     def init(self, rng: jax.Array) -> Any:
         return self._init_one(rng)
@@ -229,10 +287,10 @@ class SharedAgents:
         return jnp.zeros((batch, self.num_agents, self.hidden_dim))
 
     def _network_hidden(self, hidden: jax.Array) -> jax.Array:
-        """(..., H) carried hidden -> what the network takes (zeros of width hidden_dim if feed-forward)."""
+        """(..., H) carried hidden -> what the network takes (zeros of width carry_dim if feed-forward)."""
         if self.network.recurrent:
             return hidden
-        return jnp.zeros(hidden.shape[:-1] + (self.network.hidden_dim,))
+        return jnp.zeros(hidden.shape[:-1] + (self.network.carry_dim,))
 
     def _net(self, params, h, obs, first, train: bool):
         """The network on one batch: -> (h, q, updated batch_stats ({} without BatchNorm))."""

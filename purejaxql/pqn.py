@@ -4,9 +4,9 @@
 Shape legend
     N  agents       Nt agents that learn (= N unless some are frozen pretrained agents)
     T  NUM_STEPS    B  NUM_ENVS     W  MEMORY_WINDOW    A  actions (padded)   D  obs size
-    H  agent hidden size (0 for feed-forward agents)
-    S  samples of one rollout: T·B transitions (feed-forward agents) or B env sequences (GRU agents)
-    L  steps per sample: 1 (feed-forward) or W + T (GRU)        M = S / NUM_MINIBATCHES
+    H  agent hidden size carried (0 for feed-forward agents, 2·AGENT_HIDDEN_DIM for LSTM ones: [c, h])
+    S  samples of one rollout: T·B transitions (feed-forward agents) or B env sequences (GRU / LSTM agents)
+    L  steps per sample: 1 (feed-forward) or W + T (GRU / LSTM)        M = S / NUM_MINIBATCHES
 
 One update
  1. Rollout: B envs step T times; the agents that learn act ε-greedily on the online network (BatchNorm
@@ -51,7 +51,7 @@ class TrainState(NamedTuple):
 
 
 class Context(NamedTuple):
-    """GRU agents: the last W steps of the previous rollout, replayed before the next one."""
+    """Recurrent (GRU / LSTM) agents: the last W steps of the previous rollout, replayed before the next one."""
     obs: jax.Array       # (W, B, Nt, D)
     first: jax.Array     # (W, B)
     hidden: jax.Array    # (B, Nt, H) hidden state before obs[0] (before the next rollout when W = 0)
@@ -108,7 +108,7 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
     setup = build(cfg, env, agents_cls)
     wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
     Nt, T, B, W = setup.num_trained, cfg["NUM_STEPS"], cfg["NUM_ENVS"], cfg["MEMORY_WINDOW"]
-    recurrent, vdn, log_agents = cfg["AGENT_TYPE"] == "rnn", cfg["MIXER"] == "vdn", cfg["LOG_AGENTS_SEPARATELY"]
+    recurrent, vdn, log_agents = cfg["AGENT_TYPE"] != "ff", cfg["MIXER"] == "vdn", cfg["LOG_AGENTS_SEPARATELY"]
     n_mb = cfg["NUM_MINIBATCHES"]
 
     lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * n_mb * cfg["NUM_UPDATES"])

@@ -38,33 +38,70 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, NamedTuple
 
 import chex
-import flashbax as fbx
 import jax
 import jax.numpy as jnp
 import optax
 
 from purejaxql.environments import EnvCarry, reset_envs, step_envs
 from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
-from purejaxql.rl_math import double_q_bootstrap, lambda_returns, linear_schedule, masked_mean
+from purejaxql.replay import (RewardStats, make_replay, sequence_priorities, standardise,
+                              update_reward_stats)
+from purejaxql.rl_math import lambda_returns, linear_schedule, masked_argmax, masked_mean
+
+
+class AgentContext(NamedTuple):
+    """What a mixer may read besides the agents' values q (..., N) it mixes (QPLEX's advantages, Qatten's
+    agent features); the simple mixers ignore it. Leading axes (...) = (T, Bs) in the loss."""
+    greedy: jax.Array   # (..., N) max_{a ∈ avail} Q_i(τ_i, a) (V_i), no gradient; the target side: = q
+    actions: jax.Array  # (..., N) int: the actions the values q belong to
+    obs: jax.Array      # (..., N, D) each agent's observation (its own features)
+
+
+class Team(NamedTuple):
+    """The sizes a mixer is built for."""
+    num_agents: int   # N (the agents that learn)
+    state_size: int   # S
+    num_actions: int  # A (padded)
+    obs_size: int     # D
 
 
 class Mixer(NamedTuple):
     """A value decomposition's mixer, for N agents and global states of size S."""
     init: Callable[[jax.Array], Any]                    # rng -> mixer params ({} when it has none)
-    apply: Callable[[Any, jax.Array, jax.Array], jax.Array]
-    # (params, q (..., N), state (..., S)) -> Q_tot (...) for a team value, (..., N) for independent ones
+    apply: Callable[[Any, jax.Array, jax.Array, AgentContext], jax.Array]
+    # (params, q (..., N), state (..., S), context) -> Q_tot (...) for a team value, (..., N) for independent ones
+
+
+class Transitions(NamedTuple):
+    """What a loss reads: one batch of sampled sequences, time-major (T+1 observation steps, T actions)."""
+    q: jax.Array                # (T+1, Bs, N, A) online agents' Q-values
+    q_target: jax.Array         # (T+1, Bs, N, A) target agents' Q-values
+    actions: jax.Array          # (T, Bs, N)
+    avail: jax.Array            # (T+1, Bs, N, A)
+    obs: jax.Array              # (T+1, Bs, N, D)
+    state: jax.Array            # (T+1, Bs, S)
+    rewards: jax.Array          # (T, Bs, N) per-agent rewards, scaled (REW_SCALE) and standardised (REW_NORM)
+    discount: jax.Array         # (T, Bs) γ (1 - d_t)
+    lambda_t: Any               # (T, Bs) TD(λ)'s λ_t, or None for 1-step targets
+    central_q: Any = None       # (T+1, Bs, N, A) the central agents' values (QAlgorithm.central_agents)
+    central_q_target: Any = None
 
 
 @dataclass(frozen=True)
 class QAlgorithm:
-    """What distinguishes IQL, VDN and QMIX: ``make_mixer(cfg, N, S)``, whether the mixed value learns
-    from the team reward Σ_i r_i (``team_reward``; else Q_tot keeps the agent axis and each agent learns
-    from its own reward) and whether the mixer reads the global state (``uses_state``; replay stores it
-    only then)."""
+    """What distinguishes IQL, VDN, QMIX, QPLEX, ...: ``make_mixer(cfg, Team) -> Mixer``, whether the mixed value
+    learns from the team reward Σ_i r_i (``team_reward``; else Q_tot keeps the agent axis and each agent
+    learns from its own reward) and whether the mixer reads the global state (``uses_state``; replay stores
+    it only then). Weighted QMIX adds a second, unrestricted estimate Q̂* with agent networks of its own
+    (``central_agents``: the loop unrolls them beside the agents, online and target, and hands their values
+    to the loss) and its own loss (``make_loss(cfg, mixer) -> loss(params, target_params, Transitions) ->
+    (squared errors, TD errors)``, both (T, Bs); None: :func:`td_errors` squared)."""
     name: str
-    make_mixer: Callable[[Dict[str, Any], int, int], Mixer]
+    make_mixer: Callable[[Dict[str, Any], Team], Mixer]
     team_reward: bool = True
     uses_state: bool = False
+    central_agents: bool = False
+    make_loss: Any = None
 
 
 class Chunk(NamedTuple):
@@ -87,6 +124,7 @@ class TrainState(NamedTuple):
     n_updates: jax.Array
     grad_steps: jax.Array
     timesteps: jax.Array
+    reward_stats: Any = None    # RewardStats of the rewards the loss learns from (REW_NORM), else None
 
 
 class RunnerState(NamedTuple):
@@ -102,39 +140,80 @@ class Parts(NamedTuple):
     """The stages of one update (``Program.parts``), for tests and for hacking on the algorithm."""
     rollout: Callable     # (agent params, EnvCarry, ε, rng) -> (carry, chunk (B, ...), stats, n_done)
     sequences: Callable   # sampled chunk pairs (Bs, 2, ...) -> time-major sequences (T+1, Bs, ...)
-    loss: Callable        # (params, target params, sequences) -> (loss, mean Q of the taken actions)
-    learn_step: Callable  # (TrainState, sequences) -> (TrainState, (loss, mean Q))
-    learn: Callable       # (TrainState, buffer state, rng) -> (TrainState, loss, mean Q): NUM_EPOCHS steps
+    loss: Callable        # (params, target params, sequences, importance weights | None, RewardStats | None)
+                          #   -> (loss, (mean Q of the taken actions, sequence priorities (Bs,)))
+    learn_step: Callable  # (TrainState, sequences, importance weights | None) -> (TrainState, (loss, mean Q), priorities)
+    learn: Callable       # (TrainState, buffer state, rng) -> (TrainState, priorities (Replay.priorities_of), loss,
+                          #   mean Q): NUM_EPOCHS steps
     update: Callable      # (RunnerState, update index) -> (RunnerState, metrics)
-    buffer: Any           # the flashbax trajectory buffer
+    replay: Any           # purejaxql.replay.Replay: the flashbax buffer, uniform or prioritised
     tx: Any               # the optax optimiser
     mixer: Mixer
 
 
-def td_loss(team_reward: bool, mix: Callable, mixer_params, target_mixer_params, q_taken: jax.Array,
-            q_next: jax.Array, rewards: jax.Array, discount: jax.Array, state: jax.Array, mask=None,
-            lambda_t=None) -> jax.Array:
-    """The loss of every replay algorithm (see the module docstring): q_taken, q_next (double-Q bootstrap
-    values), rewards (T, Bs, N); discount, mask, lambda_t (T, Bs) (mask None: every step; lambda_t None:
-    1-step targets, else TD(λ) with λ_t per step); state (T+1, Bs, S). ``mix`` is the algorithm's
-    ``Mixer.apply``, with the online mixer's parameters on q_taken and the target mixer's on q_next; with
-    ``team_reward`` the mixed value learns from Σ_i r_i, otherwise (IQL) each agent's value from its own
-    reward."""
-    chex.assert_equal_shape([q_taken, q_next, rewards])
-    chex.assert_equal_shape([discount, q_taken[..., 0]])
-    if team_reward:  # one value for the team: Q_tot (T, Bs)
+def td_targets(team_reward: bool, v: jax.Array, rewards: jax.Array, discount: jax.Array, lambda_t=None) -> jax.Array:
+    """The TD targets y_t (see the module docstring) from the bootstrap values ``v`` (T, Bs) of a team value,
+    (T, Bs, N) of independent ones; rewards (T, Bs, N) (summed over agents for a team value); discount and
+    lambda_t (T, Bs) (lambda_t None: 1-step targets). No gradient flows through them."""
+    if team_reward:  # one value for the team: (T, Bs)
         rewards = rewards.sum(-1)
-    else:            # independent values: Q_tot (T, Bs, N), one TD error per agent
+    else:            # independent values: (T, Bs, N), one target per agent
         discount = discount[..., None]
         lambda_t = None if lambda_t is None else lambda_t[..., None]
-    q_tot = mix(mixer_params, q_taken, state[:-1])
-    v = mix(target_mixer_params, q_next, state[1:])
     if lambda_t is None:
         target = rewards + discount * v
     else:  # λ-returns backwards along time, one column per sequence (and agent)
         columns = [jnp.broadcast_to(x, v.shape).reshape(v.shape[0], -1) for x in (rewards, discount, v, lambda_t)]
         target = jax.vmap(lambda_returns, in_axes=1, out_axes=1)(*columns).reshape(v.shape)
-    return masked_mean((jax.lax.stop_gradient(target) - q_tot) ** 2, mask)
+    return jax.lax.stop_gradient(target)
+
+
+def td_errors(team_reward: bool, mix: Callable, mixer_params, target_mixer_params, q_taken: jax.Array,
+              q_next: jax.Array, rewards: jax.Array, discount: jax.Array, state: jax.Array, lambda_t=None,
+              ctx: AgentContext = None, next_ctx: AgentContext = None) -> jax.Array:
+    """δ_t = y_t - Mix(q_taken_t, s_t) of every replay algorithm (see the module docstring): q_taken, q_next
+    (double-Q bootstrap values), rewards (T, Bs, N); discount, lambda_t (T, Bs) (lambda_t None: 1-step
+    targets, else TD(λ) with λ_t per step); state (T+1, Bs, S); ``ctx`` / ``next_ctx`` what mixers that read
+    more than the values get at t and t+1. ``mix`` is the algorithm's ``Mixer.apply``, with the online
+    mixer's parameters on q_taken and the target mixer's on q_next; with ``team_reward`` the mixed value
+    learns from Σ_i r_i, otherwise (IQL) each agent's value from its own reward. -> (T, Bs) or (T, Bs, N)."""
+    chex.assert_equal_shape([q_taken, q_next, rewards])
+    chex.assert_equal_shape([discount, q_taken[..., 0]])
+    q_tot = mix(mixer_params, q_taken, state[:-1], ctx)
+    v = mix(target_mixer_params, q_next, state[1:], next_ctx)
+    return td_targets(team_reward, v, rewards, discount, lambda_t) - q_tot
+
+
+def td_loss(team_reward: bool, mix: Callable, mixer_params, target_mixer_params, q_taken: jax.Array,
+            q_next: jax.Array, rewards: jax.Array, discount: jax.Array, state: jax.Array, mask=None,
+            lambda_t=None, ctx: AgentContext = None, next_ctx: AgentContext = None) -> jax.Array:
+    """L = mean of δ² over the steps of ``mask`` (T, Bs) (None: every step); δ from :func:`td_errors`."""
+    delta = td_errors(team_reward, mix, mixer_params, target_mixer_params, q_taken, q_next, rewards, discount,
+                      state, lambda_t, ctx, next_ctx)
+    return masked_mean(delta ** 2, mask)
+
+
+def double_q_inputs(x: Transitions):
+    """From a batch: q_taken = Q_i(o_t, u_t) (T, Bs, N), q_next = Q̄_i(o_{t+1}, argmax_{a ∈ avail} Q_i(o_{t+1}, a))
+    (T, Bs, N) (double Q, no gradient) and what mixers read besides at t and t+1 (:class:`AgentContext`)."""
+    q_taken = jnp.take_along_axis(x.q[:-1], x.actions[..., None], axis=-1)[..., 0]
+    q_online = jax.lax.stop_gradient(x.q)
+    greedy = jax.vmap(jax.vmap(jax.vmap(masked_argmax)))(q_online, x.avail)           # (T+1, Bs, N)
+    q_next = jnp.take_along_axis(jax.lax.stop_gradient(x.q_target[1:]), greedy[1:, ..., None], axis=-1)[..., 0]
+    v_online = jnp.take_along_axis(q_online[:-1], greedy[:-1, ..., None], axis=-1)[..., 0]
+    ctx = AgentContext(greedy=v_online, actions=x.actions, obs=x.obs[:-1])
+    next_ctx = AgentContext(greedy=q_next, actions=greedy[1:], obs=x.obs[1:])
+    return q_taken, q_next, ctx, next_ctx
+
+
+def standard_loss(algorithm: QAlgorithm, mixer: Mixer):
+    """The double-Q TD loss of the module docstring: (params, target params, Transitions) -> (δ², δ)."""
+    def loss(params, target_params, x: Transitions):
+        q_taken, q_next, ctx, next_ctx = double_q_inputs(x)
+        delta = td_errors(algorithm.team_reward, mixer.apply, params["mixer"], target_params["mixer"], q_taken,
+                          q_next, x.rewards, x.discount, x.state, x.lambda_t, ctx, next_ctx)
+        return delta ** 2, delta
+    return loss
 
 
 def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> Program:
@@ -150,7 +229,8 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
     Nt, A, T, B = setup.num_trained, wrapped.max_action_space, cfg["NUM_STEPS"], cfg["NUM_ENVS"]
     S = wrapped.state_size if algorithm.uses_state else 0
     Ht = learner.hidden_dim
-    mixer = algorithm.make_mixer(cfg, Nt, wrapped.state_size)
+    mixer = algorithm.make_mixer(cfg, Team(Nt, wrapped.state_size, A, wrapped.obs_size))
+    algorithm_loss = (algorithm.make_loss or (lambda cfg, mixer: standard_loss(algorithm, mixer)))(cfg, mixer)
 
     learn_updates = cfg["NUM_UPDATES"] - cfg["FIRST_LEARN_UPDATE"]
     lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * learn_updates)
@@ -158,9 +238,9 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
     opt = optax.radam if cfg["OPTIMIZER"] == "radam" else optax.adam
     tx = optax.chain(optax.clip_by_global_norm(cfg["MAX_GRAD_NORM"]), opt(learning_rate=lr))
 
-    buffer = fbx.make_trajectory_buffer(
-        add_batch_size=B, sample_batch_size=cfg["BUFFER_BATCH_SIZE"], sample_sequence_length=2,
-        period=1, min_length_time_axis=2, max_length_time_axis=cfg["BUFFER_SIZE"] // B)
+    replay = make_replay(cfg, B)
+    buffer = replay.buffer
+    stats_size = Nt if not algorithm.team_reward else 1  # REW_NORM: one running mean per learnt reward
     log_agents = cfg["LOG_AGENTS_SEPARATELY"]
     steps_per_update = B * T
 
@@ -168,8 +248,14 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         test_rng = jax.random.fold_in(rng, 0x7E57)
         rng, k_agent, k_mixer, k_env = jax.random.split(rng, 4)
         params = {"agent": agents.init(k_agent), "mixer": mixer.init(k_mixer)}
+        if algorithm.central_agents:
+            params["central_agent"] = agents.init(jax.random.fold_in(k_agent, 1))
+        reward_stats = None
+        if cfg["REW_NORM"]:
+            reward_stats = RewardStats(jnp.zeros(stats_size), jnp.ones(stats_size), jnp.float32(1e-4))
         train = TrainState(params=params, target_params=params, opt_state=tx.init(params),
-                           n_updates=jnp.int32(0), grad_steps=jnp.int32(0), timesteps=jnp.int32(0))
+                           n_updates=jnp.int32(0), grad_steps=jnp.int32(0), timesteps=jnp.int32(0),
+                           reward_stats=reward_stats)
         carry = reset_envs(wrapped, k_env, agents.initial_hidden(B))
         dummy = Chunk(obs=jnp.zeros((T, Nt, wrapped.obs_size)), state=jnp.zeros((T, S)),
                       first=jnp.zeros((T,), bool), avail=jnp.zeros((T, Nt, A)),
@@ -211,40 +297,67 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
                      rewards=head(sample.rewards), dones=head(sample.dones), timeout=head(sample.timeout),
                      hidden=sample.hidden[:, 0])
 
-    def loss_fn(params, target_params, seq: Chunk):
-        _, q = learner.apply(params["agent"], seq.hidden, seq.obs, seq.first)         # (T+1, Bs, Nt, A)
-        _, q_tgt = learner.apply(target_params["agent"], seq.hidden, seq.obs, seq.first)
-        q_taken = jnp.take_along_axis(q[:-1], seq.actions[..., None], axis=-1)[..., 0]  # (T, Bs, Nt)
-        bootstrap = jax.vmap(jax.vmap(jax.vmap(double_q_bootstrap)))
-        q_next = bootstrap(jax.lax.stop_gradient(q_tgt[1:]), jax.lax.stop_gradient(q[1:]),
-                           seq.avail[1:])                                               # (T, Bs, Nt)
+    def transitions(params, target_params, seq: Chunk, reward_stats=None) -> Transitions:
+        """Unroll the agents (and the central ones, if any) over sampled sequences (T+1, Bs, ...)."""
+        def unroll(p):
+            return learner.apply(p, seq.hidden, seq.obs, seq.first)[1]                  # (T+1, Bs, Nt, A)
+        central = {}
+        if algorithm.central_agents:
+            central = dict(central_q=unroll(params["central_agent"]),
+                           central_q_target=unroll(target_params["central_agent"]))
         discount = cfg["GAMMA"] * (1.0 - seq.dones.astype(jnp.float32))                # (T, Bs)
+        lambda_t = None
+        if cfg["TD_LAMBDA"] > 0:
+            lambda_t = jnp.full(discount.shape, cfg["TD_LAMBDA"])                           # (T, Bs)
+            if not cfg["TIMEOUT_AS_TERMINAL"]:  # a step before a time-out must not lean on it (module docstring)
+                lambda_t = lambda_t * jnp.concatenate([1.0 - seq.timeout[1:], jnp.ones_like(lambda_t[:1])])
+        rewards = seq.rewards                                                           # (T, Bs, Nt)
+        if reward_stats is not None:  # REW_NORM: standardised in the loss only
+            rewards = standardise(reward_stats, rewards, algorithm.team_reward)
+        return Transitions(q=unroll(params["agent"]), q_target=unroll(target_params["agent"]), actions=seq.actions,
+                           avail=seq.avail, obs=seq.obs, state=seq.state, rewards=rewards * cfg["REW_SCALE"],
+                           discount=discount, lambda_t=lambda_t, **central)
+
+    def loss_fn(params, target_params, seq: Chunk, is_weights=None, reward_stats=None):
+        x = transitions(params, target_params, seq, reward_stats)
+        squared, delta = algorithm_loss(params, target_params, x)                      # (T, Bs[, Nt])
         # A time-out's true next observation is lost in the env's auto-reset: with
         # TIMEOUT_AS_TERMINAL=False such transitions are left out of the loss instead of being
         # treated as terminal (the rest bootstrap as usual).
         mask = None if cfg["TIMEOUT_AS_TERMINAL"] else 1.0 - seq.timeout.astype(jnp.float32)  # (T, Bs)
-        lambda_t = None
-        if cfg["TD_LAMBDA"] > 0:
-            lambda_t = jnp.full(discount.shape, cfg["TD_LAMBDA"])                           # (T, Bs)
-            if mask is not None:  # a step before a time-out must not lean on it (see the module docstring)
-                lambda_t = lambda_t * jnp.concatenate([mask[1:], jnp.ones_like(mask[:1])])
-        loss = td_loss(algorithm.team_reward, mixer.apply, params["mixer"], target_params["mixer"], q_taken, q_next,
-                       seq.rewards * cfg["REW_SCALE"], discount, seq.state, mask, lambda_t)
-        return loss, q_taken.mean()
+        loss = masked_mean(squared, mask)
+        if is_weights is not None:  # PER: each sequence's terms weighted, normalised as the plain mean
+            ones = jnp.ones(squared.shape[:2]) if mask is None else mask
+            loss = masked_mean(squared * is_weights.reshape((1, -1) + (1,) * (squared.ndim - 2)), ones)
+        q_taken = jnp.take_along_axis(x.q[:-1], x.actions[..., None], axis=-1)
+        priorities = sequence_priorities(jax.lax.stop_gradient(delta), mask, cfg["PER_ETA"])  # (Bs,)
+        return loss, (q_taken.mean(), priorities)
 
-    def learn_step(train: TrainState, seq: Chunk):
-        """One gradient step on sequences (T+1, Bs, ...) -> (train, (loss, mean Q of the taken actions))."""
-        (loss, qvals), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params, train.target_params, seq)
+    def learn_step(train: TrainState, seq: Chunk, is_weights=None):
+        """One gradient step on sequences (T+1, Bs, ...) -> (train, (loss, mean Q of the taken actions),
+        the sequences' new priorities (Bs,))."""
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (qvals, priorities)), grads = grad_fn(train.params, train.target_params, seq, is_weights,
+                                                     train.reward_stats)
         updates, opt_state = tx.update(grads, train.opt_state, train.params)
         train = train._replace(params=optax.apply_updates(train.params, updates), opt_state=opt_state,
                                grad_steps=train.grad_steps + 1)
-        return train, (loss, qvals)
+        return train, (loss, qvals), priorities
 
     def learn(train: TrainState, buffer_state, rng):
-        def epoch(train, k):
-            return learn_step(train, sequences(buffer.sample(buffer_state, k).experience))
-        train, (loss, qvals) = jax.lax.scan(epoch, train, jax.random.split(rng, cfg["NUM_EPOCHS"]))
-        return train, loss.mean(), qvals.mean()
+        """NUM_EPOCHS gradient steps, each on a fresh sample; with PER the sampled items' priorities are
+        rewritten after each step. -> (train, the buffer's priorities (replay.priorities_of), mean loss, mean Q)."""
+        beta = linear_schedule(cfg["PER_BETA"], 1.0, cfg["TOTAL_TIMESTEPS"], train.timesteps)
+
+        def epoch(carry, k):
+            train, tree = carry
+            state = replay.with_priorities(buffer_state, tree)
+            items, indices, is_weights = replay.sample(state, k, beta)
+            train, metrics, priorities = learn_step(train, sequences(items), is_weights)
+            return (train, replay.priorities_of(replay.set_priorities(state, indices, priorities))), metrics
+        (train, tree), (loss, qvals) = jax.lax.scan(epoch, (train, replay.priorities_of(buffer_state)),
+                                                    jax.random.split(rng, cfg["NUM_EPOCHS"]))
+        return train, tree, loss.mean(), qvals.mean()
 
     def update(runner: RunnerState, update_idx):
         """One update: rollout -> store -> learn -> target sync -> (maybe) evaluate.
@@ -256,11 +369,16 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         carry, chunk, stats, n_done = rollout(train.params["agent"], runner.env, epsilon, k_roll)
         buffer_state = buffer.add(runner.buffer, jax.tree.map(lambda x: x[:, None], chunk))
         train = train._replace(timesteps=train.timesteps + steps_per_update)
+        if cfg["REW_NORM"]:
+            learnt = chunk.rewards.sum(-1, keepdims=True) if algorithm.team_reward else chunk.rewards  # (B, T, K)
+            train = train._replace(reward_stats=update_reward_stats(train.reward_stats, learnt))
 
         can_learn = update_idx >= cfg["FIRST_LEARN_UPDATE"]  # >= 2 chunks stored, past LEARNING_STARTS
-        train, loss, qvals = jax.lax.cond(
-            can_learn, lambda t: learn(t, buffer_state, k_learn),
-            lambda t: (t, jnp.float32(jnp.nan), jnp.float32(jnp.nan)), train)
+        train, tree, loss, qvals = jax.lax.cond(
+            can_learn, lambda t, _: learn(t, buffer_state, k_learn),
+            lambda t, tree: (t, tree, jnp.float32(jnp.nan), jnp.float32(jnp.nan)), train,
+            replay.priorities_of(buffer_state))
+        buffer_state = replay.with_priorities(buffer_state, tree)
         train = train._replace(n_updates=train.n_updates + 1)
         train = jax.lax.cond(
             (update_idx + 1) % cfg["TARGET_UPDATE_INTERVAL"] == 0,
@@ -273,5 +391,5 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         return RunnerState(train, buffer_state, carry, last, rng, runner.test_rng), metrics
 
     return Program.of(setup, init, update, Parts(rollout=rollout, sequences=sequences, loss=loss_fn,
-                                                 learn_step=learn_step, learn=learn, update=update, buffer=buffer,
+                                                 learn_step=learn_step, learn=learn, update=update, replay=replay,
                                                  tx=tx, mixer=mixer))

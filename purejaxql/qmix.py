@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax.linen.initializers import constant
 
 from purejaxql.networks import orthogonal
-from purejaxql.q_learning import Mixer, QAlgorithm
+from purejaxql.q_learning import Mixer, QAlgorithm, Team
 
 
 class HyperNetwork(nn.Module):
@@ -53,12 +53,12 @@ class QMixer(nn.Module):
         return jnp.sum(h * w2, axis=-1) + v
 
 
-def make_mixer(cfg, num_agents: int, state_size: int) -> Mixer:
+def make_mixer(cfg, team: Team) -> Mixer:
     """The QMIX mixer of MIXER_EMBEDDING_DIM / MIXER_HYPERNET_HIDDEN_DIM / MIXER_INIT_SCALE: params from
     ``init(rng)``; ``apply(params, q (..., N), state (..., S)) -> Q_tot (...)``."""
-    net = QMixer(num_agents, cfg["MIXER_EMBEDDING_DIM"], cfg["MIXER_HYPERNET_HIDDEN_DIM"], cfg["MIXER_INIT_SCALE"])
-    return Mixer(init=lambda rng: net.init(rng, jnp.zeros((num_agents,)), jnp.zeros((state_size,))),
-                 apply=net.apply)
+    net = QMixer(team.num_agents, cfg["MIXER_EMBEDDING_DIM"], cfg["MIXER_HYPERNET_HIDDEN_DIM"], cfg["MIXER_INIT_SCALE"])
+    return Mixer(init=lambda rng: net.init(rng, jnp.zeros((team.num_agents,)), jnp.zeros((team.state_size,))),
+                 apply=lambda params, q, state, ctx=None: net.apply(params, q, state))
 
 
 QMIX = QAlgorithm(name="qmix", make_mixer=make_mixer, uses_state=True)

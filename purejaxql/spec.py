@@ -15,7 +15,8 @@ from purejaxql.config import ConfigError, resolve_config
 
 __all__ = ["Spec", "SPECS", "ALGORITHMS", "REPLAY_ALGORITHMS", "VARIANTS"]
 
-REPLAY_ALGORITHMS = ("iql", "vdn", "qmix")   # the replay loop (purejaxql.q_learning), one mixer each
+# the replay loop (purejaxql.q_learning), one value decomposition each
+REPLAY_ALGORITHMS = ("iql", "vdn", "qmix", "qplex", "owqmix", "cwqmix", "qatten")
 ALGORITHMS = REPLAY_ALGORITHMS + ("pqn",)    # + online Q(λ) (purejaxql.pqn)
 VARIANTS = ("ps", "ns")                      # shared parameters / one parameter set per agent
 
@@ -25,7 +26,7 @@ class Spec:
     """One entry module: ``algorithm`` (iql | vdn | qmix | pqn), ``variant`` (ps: agents share one
     parameter set; ns: each agent has its own) and ``pretrained`` (some agents are frozen pretrained ones
     that act greedily and never learn; the others share parameters)."""
-    algorithm: str
+    algorithm: str      # iql | vdn | qmix | qplex | owqmix | cwqmix | qatten | pqn
     variant: str = "ps"
     pretrained: bool = False
 
@@ -59,7 +60,7 @@ class Spec:
         """The training program (:class:`purejaxql.loop.Program`) for ``config`` on a JaxMARL ``env``;
         ``pretrained_agents`` {agent name: network parameters} for the ``*_pretrained`` modules only."""
         # the heavy modules (JAX, flax, flashbax) load here, once the input is known to be good
-        from purejaxql import iql, pqn, q_learning, qmix, vdn
+        from purejaxql import iql, pqn, q_learning, qatten, qmix, qplex, vdn, wqmix
         from purejaxql.networks import SeparateAgents, SharedAgents
         from purejaxql.pretrained import pretrained_variant
 
@@ -72,7 +73,8 @@ class Spec:
         cfg = resolve_config(config, self, env)
         if self.algorithm == "pqn":
             return pqn.make_train(cfg, env, agents_cls)
-        algorithm = {"iql": iql.IQL, "vdn": vdn.VDN, "qmix": qmix.QMIX}[self.algorithm]
+        algorithm = {"iql": iql.IQL, "vdn": vdn.VDN, "qmix": qmix.QMIX, "qplex": qplex.QPLEX, "owqmix": wqmix.OW_QMIX,
+                     "cwqmix": wqmix.CW_QMIX, "qatten": qatten.QATTEN}[self.algorithm]
         return q_learning.make_train(cfg, env, algorithm, agents_cls)
 
     def main(self, argv=None):

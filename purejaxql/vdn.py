@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import jax
 
-from purejaxql.q_learning import Mixer, QAlgorithm
+from purejaxql.q_learning import Mixer, QAlgorithm, Team
 
 
-def vdn_mix(mixer_params, q: jax.Array, state: jax.Array) -> jax.Array:
+def vdn_mix(mixer_params, q: jax.Array, state: jax.Array, ctx=None) -> jax.Array:
     """q (..., N) -> Q_tot (...,): the sum of the agents' values (no parameters, no state)."""
     return q.sum(axis=-1)
 
 
-def make_mixer(cfg, num_agents: int, state_size: int) -> Mixer:
+def make_mixer(cfg, team: Team) -> Mixer:
     return Mixer(init=lambda rng: {}, apply=vdn_mix)
 
 

@@ -142,3 +142,61 @@ class EchoGame(MultiAgentEnv):
         dones = {a: done for a in self.agents}
         dones["__all__"] = done
         return self._obs(state), state, rewards, dones, {}
+
+
+class ImageGame(MultiAgentEnv):
+    """Agents observe an (H, W, C) image (a one-hot of the step in channel 0), for the checks of agents that
+    need vector observations. Reward 1 for action 0; episodes last ``max_steps`` steps."""
+
+    def __init__(self, num_agents: int = 2, shape=(4, 4, 2), max_steps: int = 5):
+        super().__init__(num_agents=num_agents)
+        self.agents = [f"agent_{i}" for i in range(num_agents)]
+        self.shape, self.max_steps = tuple(shape), max_steps
+        self.observation_spaces = {a: Box(0.0, 1.0, self.shape) for a in self.agents}
+        self.action_spaces = {a: Discrete(3) for a in self.agents}
+
+    def _obs(self, t):
+        img = jnp.zeros(self.shape).at[0, t % self.shape[1], 0].set(1.0)
+        return {a: img for a in self.agents}
+
+    def reset(self, key):
+        return self._obs(jnp.int32(0)), jnp.int32(0)
+
+    def step_env(self, key, t, actions):
+        t = t + 1
+        done = t >= self.max_steps
+        dones = {a: done for a in self.agents}
+        dones["__all__"] = done
+        rewards = {a: (actions[a] == 0).astype(jnp.float32) for a in self.agents}
+        return self._obs(t), t, rewards, dones, {}
+
+
+@struct.dataclass
+class MatrixState:
+    step: chex.Array
+
+
+class MatrixGame(MultiAgentEnv):
+    """A one-step cooperative matrix game: two agents, three actions each, every agent receives
+    ``payoff[a_0, a_1]`` and the episode ends. The default payoff is the weighted-QMIX paper's
+    (Rashid et al. 2020, §6.1): the optimum 8 sits next to -12 penalties, so a monotonic fit under uniform
+    exploration prefers the safe 0 region."""
+
+    def __init__(self, payoff=((8.0, -12.0, -12.0), (-12.0, 0.0, 0.0), (-12.0, 0.0, 0.0))):
+        super().__init__(num_agents=2)
+        self.agents = ["agent_0", "agent_1"]
+        self.max_steps = 1
+        self.payoff = jnp.asarray(payoff, jnp.float32)
+        self.observation_spaces = {a: Box(0.0, 1.0, (1,)) for a in self.agents}
+        self.action_spaces = {a: Discrete(self.payoff.shape[0]) for a in self.agents}
+
+    def _obs(self):
+        return {a: jnp.ones((1,)) for a in self.agents}
+
+    def reset(self, key):
+        return self._obs(), MatrixState(step=jnp.int32(0))
+
+    def step_env(self, key, state, actions):
+        reward = self.payoff[actions["agent_0"], actions["agent_1"]]
+        dones = {a: jnp.bool_(True) for a in self.agents + ["__all__"]}
+        return self._obs(), MatrixState(step=state.step + 1), {a: reward for a in self.agents}, dones, {}

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from envs import EchoGame, TwoStepGame
-from purejaxql import iql_ps, pqn_ps, qmix_ps, vdn_ps
+from purejaxql import pqn_ps, qmix_ps, vdn_ps
 from purejaxql.cli import compose
 from purejaxql.environments import make_env
+from purejaxql.spec import SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_KEYS = ("ENV_NAME", "ENV_KWARGS", "MAP_NAME")
@@ -70,8 +71,8 @@ def test_every_shipped_config_is_valid_for_its_algorithm(name):
     """Each shipped alg config resolves with its algorithm (keys known, values in range) on its env; the
     CPU-sized SMAX configs set the same keys as the GPU-sized ones they sit beside."""
     cfg = shipped(name)
-    module = {"iql": iql_ps, "vdn": vdn_ps, "qmix": qmix_ps, "pqn": pqn_ps}[name.split("_")[0]]
-    resolved = module.make_train(without_env_keys(cfg), make_env(cfg)).config
+    spec = SPECS[name.split("_")[0] + "_ps"]
+    resolved = spec.make_train(without_env_keys(cfg), make_env(cfg)).config
     assert resolved["NUM_UPDATES"] >= 1
     if name.endswith("_cpu"):
         assert set(cfg) == set(shipped(name[:-len("_cpu")]))

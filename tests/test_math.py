@@ -10,7 +10,7 @@ import pytest
 from purejaxql import iql, qmix, vdn
 from purejaxql.config import QMIX_DEFAULTS
 from purejaxql.networks import AgentNetwork, SharedAgents
-from purejaxql.q_learning import td_loss
+from purejaxql.q_learning import Team, td_loss
 from purejaxql.rl_math import (double_q_bootstrap, double_q_td_error, epsilon_greedy,
                                linear_schedule, masked_argmax, masked_mean)
 
@@ -19,7 +19,7 @@ def loss_of(algorithm, online, target, q_taken, q_next, rewards, discount, state
     """The replay loop's loss (q_learning.td_loss) with ``algorithm``'s mixer (no mask)."""
     T, Bs, N = np.shape(q_taken)
     states = np.zeros((T + 1, Bs, 0), np.float32) if states is None else states
-    mixer = algorithm.make_mixer(dict(QMIX_DEFAULTS), N, states.shape[-1])
+    mixer = algorithm.make_mixer(dict(QMIX_DEFAULTS), Team(N, states.shape[-1], 0, 0))
     return td_loss(algorithm.team_reward, mixer.apply, online, target, q_taken, q_next, rewards, discount, states)
 
 
@@ -304,7 +304,7 @@ def np_qmixer(params, q, s, N, E):
 @pytest.fixture(scope="module")
 def qmix_setup():
     cfg = dict(QMIX_DEFAULTS)
-    mixer = qmix.make_mixer(cfg, QMIX_N, QMIX_S)
+    mixer = qmix.make_mixer(cfg, Team(QMIX_N, QMIX_S, 0, 0))
     params = mixer.init(jax.random.PRNGKey(0))
     # large random perturbation of every parameter (numpy noise: no extra compiles)
     noise_rng = np.random.default_rng(11)

@@ -146,7 +146,7 @@ def test_loss_of_a_hand_built_batch_matches_the_formula(module, alg, extra):
     assert train.config["TIMEOUT_AS_TERMINAL"] == extra.get("TIMEOUT_AS_TERMINAL", False)  # EchoGame truncates
     P, sample = train.parts, hand_built_sample(train)
     params, target = two_param_sets(train)
-    loss, qvals = jax.jit(lambda p, t, s: P.loss(p, t, P.sequences(s)))(params, target, sample)
+    loss, (qvals, _) = jax.jit(lambda p, t, s: P.loss(p, t, P.sequences(s)))(params, target, sample)
     want = jax.jit(functools.partial(reference_loss, alg, train.config, train.agents.learner))(params, target, sample)
     np.testing.assert_allclose(float(loss), float(want), rtol=2e-5)
     # the batch exercises what the loss must get right: the mask, episode ends and resets, masked argmax
@@ -227,13 +227,13 @@ def test_each_epoch_learns_on_a_fresh_sample_and_the_metrics_average_the_epochs(
     for u in range(2):
         runner, _ = update(runner, jnp.int32(u))
     rng = jax.random.PRNGKey(7)
-    ts, loss, qvals = jax.jit(P.learn)(runner.train, runner.buffer, rng)
+    ts, _, loss, qvals = jax.jit(P.learn)(runner.train, runner.buffer, rng)
 
     @jax.jit
     def by_hand(ts):
         out = []
         for k in jax.random.split(rng, 3):
-            ts, m = P.learn_step(ts, P.sequences(P.buffer.sample(runner.buffer, k).experience))
+            ts, m, _ = P.learn_step(ts, P.sequences(P.replay.buffer.sample(runner.buffer, k).experience))
             out.append(m)
         return ts, jnp.array(out)                                       # (3 epochs, (loss, qvals))
     ts_ref, m = jax.tree.map(np.asarray, by_hand(runner.train))

@@ -1,0 +1,12 @@
+"""CW-QMIX with one set of agent parameters shared by all agents (agents batched in one call).
+
+CLI: `python -m purejaxql.cwqmix_ps +alg=cwqmix_mpe` (or `+alg=cwqmix_smax`); in Python: `make_train(config, env)`.
+"""
+from purejaxql.spec import Spec
+
+SPEC = Spec("cwqmix", "ps")
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.cwqmix_ps [+alg=...] [KEY=value ...]
+
+if __name__ == "__main__":
+    main()
