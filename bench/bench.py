@@ -13,12 +13,17 @@ minibatches, RAdam LR 5e-4, MAX_GRAD_NORM 1, gamma 0.9, lambda 0.3, epsilon 1 ->
     python bench/bench.py --algs vdn_ps vdn_ns --seeds 1   # shared vs per-agent parameters
     python bench/bench.py --algs pqn vdn --seeds 4         # PQN-VDN vs VDN, 4 seeds each
     python bench/bench.py --algs qmix --seeds 2 --timesteps 1e6 --td-lambda 0.6   # TD(λ) targets
+    python bench/bench.py --algs qmix qmix:PER=True qmix:TD_LAMBDA=0.6 --seeds 1 --repeat 3   # A/B/C x 3
+    python bench/bench.py --algs qmix qplex owqmix cwqmix qatten --seeds 1 --repeat 3  # the mixers
 
 Each measurement runs in a fresh process (clean compile cache, its own peak RSS). Printed per run:
 compile seconds, wall seconds of the compiled program, env steps/s (summed over seeds), peak RSS, the
 size of the training state's parameters (agent + mixer, their target copies and the optimiser state)
 and the final greedy team return (mean and per seed). ``--algs`` takes modules (``qmix_ns``) or
-algorithms (``qmix`` = ``qmix_ps``).
+algorithms (``qmix`` = ``qmix_ps``), each optionally with config overrides after a colon
+(``qmix:PER=True,TD_LAMBDA=0.6``). ``--repeat K`` runs the whole list K times in alternation (A B C A B C
+...) and ends with each entry's median steps/s, the way speed ratios are measured on noisy machines.
+Keys an algorithm does not read (the QMIX mixer keys for VDN, ...) are dropped from the shared settings.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -49,7 +55,17 @@ PQN_CONFIG = {
 
 
 def module_name(alg: str) -> str:
+    alg = alg.split(":")[0]
     return alg if alg.endswith(("_ps", "_ns")) else f"{alg}_ps"
+
+
+def overrides(alg: str) -> dict:
+    """``qmix:PER=True,TD_LAMBDA=0.6`` -> {"PER": True, "TD_LAMBDA": 0.6} (values read as YAML)."""
+    import yaml
+    if ":" not in alg:
+        return {}
+    pairs = [kv.split("=", 1) for kv in alg.split(":", 1)[1].split(",") if kv]
+    return {k: yaml.safe_load(v) for k, v in pairs}
 
 
 def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, timeout_terminal: bool,
@@ -59,14 +75,17 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, tim
     import jax
     import numpy as np
 
+    from purejaxql.config import defaults_for
     from purejaxql.environments import make_env
+    from purejaxql.spec import SPECS
 
     cfg = {**(PQN_CONFIG if alg.startswith("pqn") else CONFIG), "ENV_NAME": env_name, "TOTAL_TIMESTEPS": timesteps,
            "EPSILON_ANNEAL_TIME": 0.1 * timesteps, "TIMEOUT_AS_TERMINAL": timeout_terminal}
-    if not alg.startswith("qmix"):
-        cfg = {k: v for k, v in cfg.items() if not k.startswith("MIXER_")}
+    known = defaults_for(SPECS[module_name(alg)].algorithm)
+    cfg = {k: v for k, v in cfg.items() if k in known}
     if td_lambda:
         cfg["TD_LAMBDA"] = td_lambda
+    cfg.update(overrides(alg))
     env = make_env(cfg)
     train = importlib.import_module(f"purejaxql.{module_name(alg)}").make_train(cfg, env)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
@@ -83,7 +102,7 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, tim
     ts = out["runner_state"].train
     state = (ts.params, getattr(ts, "target_params", None), ts.opt_state)
     state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / seeds / 2**20
-    return {"alg": module_name(alg), "env": env_name, "seeds": seeds, "seed": seed,
+    return {"alg": alg, "env": env_name, "seeds": seeds, "seed": seed,
             "timeout_terminal": timeout_terminal, "td_lambda": td_lambda, "timesteps": timesteps,
             "compile_s": round(compile_s, 1),
             "run_s": round(run_s, 1), "steps_per_s": round(steps / run_s),
@@ -103,6 +122,7 @@ def main():
     p.add_argument("--json", help="also append results to this JSON-lines file")
     p.add_argument("--timeout-terminal", action="store_true", help="treat time-outs as terminal (JaxMARL's way)")
     p.add_argument("--td-lambda", type=float, default=0.0, help="TD_LAMBDA of the replay learners (0 = 1-step)")
+    p.add_argument("--repeat", type=int, default=1, help="run the list this many times, alternating; print medians")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
@@ -111,23 +131,30 @@ def main():
     print(f"{a.env}, {a.timesteps:g} env steps per seed", flush=True)
     print(f"{'alg':8} {'seeds':>5} {'compile s':>9} {'run s':>7} {'steps/s':>9} {'RSS MB':>7} {'state MB':>8} "
           f"{'final return':>12}  per seed", flush=True)
-    for alg in a.algs:
-        for seeds in a.seeds:
-            cmd = [sys.executable, __file__, "--worker", "--algs", alg, "--seeds", str(seeds),
-                   "--timesteps", str(a.timesteps), "--seed", str(a.seed), "--env", a.env] + \
-                (["--timeout-terminal"] if a.timeout_terminal else []) + ["--td-lambda", str(a.td_lambda)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
-            if res.returncode != 0:
-                print(f"{alg} seeds={seeds} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
-                sys.exit(1)
-            r = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"{r['alg']:8} {seeds:5d} {r['compile_s']:9.1f} {r['run_s']:7.1f} {r['steps_per_s']:9,d} "
-                  f"{r['peak_rss_mb']:7d} {r['param_state_mb_per_seed']:8.2f} {r['final_return_mean']:12.2f}  "
-                  f"{r['final_return_per_seed']}",
-                  flush=True)
-            if a.json:
-                with open(a.json, "a") as f:
-                    f.write(json.dumps(r) + "\n")
+    speeds = {}
+    for alg, seeds in [(alg, seeds) for _ in range(a.repeat) for alg in a.algs for seeds in a.seeds]:
+        cmd = [sys.executable, __file__, "--worker", "--algs", alg, "--seeds", str(seeds),
+               "--timesteps", str(a.timesteps), "--seed", str(a.seed), "--env", a.env] + \
+            (["--timeout-terminal"] if a.timeout_terminal else []) + ["--td-lambda", str(a.td_lambda)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+        if res.returncode != 0:
+            print(f"{alg} seeds={seeds} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+            sys.exit(1)
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        speeds.setdefault((alg, seeds), []).append(r["steps_per_s"])
+        print(f"{r['alg']:8} {seeds:5d} {r['compile_s']:9.1f} {r['run_s']:7.1f} {r['steps_per_s']:9,d} "
+              f"{r['peak_rss_mb']:7d} {r['param_state_mb_per_seed']:8.2f} {r['final_return_mean']:12.2f}  "
+              f"{r['final_return_per_seed']}",
+              flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(r) + "\n")
+    if a.repeat > 1:
+        first = statistics.median(next(iter(speeds.values())))
+        print("median env steps/s over the repeats (ratio to the first entry):")
+        for (alg, seeds), v in speeds.items():
+            m = statistics.median(v)
+            print(f"  {alg:30} seeds={seeds}: {m:9,.0f}  ({m / first:.2f}x)  runs: {v}")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,15 @@ from purejaxql.networks import orthogonal
 from purejaxql.q_learning import AgentContext, Mixer, QAlgorithm, Team
 
 
-def _mlp(hidden: int, out: int, name: str):
-    """s -> Dense(hidden) -> ReLU -> Dense(out)."""
-    return nn.Sequential([nn.Dense(hidden, kernel_init=orthogonal(), bias_init=constant(0.0)), nn.relu,
-                          nn.Dense(out, kernel_init=orthogonal(), bias_init=constant(0.0))], name=name)
+class StateMLP(nn.Module):
+    """x -> Dense(hidden) -> ReLU -> Dense(out)."""
+    hidden_dim: int
+    output_dim: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(self.hidden_dim, kernel_init=orthogonal(), bias_init=constant(0.0))(x))
+        return nn.Dense(self.output_dim, kernel_init=orthogonal(), bias_init=constant(0.0))(x)
 
 
 class QPlexMixer(nn.Module):
@@ -49,15 +54,15 @@ class QPlexMixer(nn.Module):
     @nn.compact
     def __call__(self, q, v, actions, s):
         N, K = self.num_agents, self.num_kernels
-        w = jnp.abs(_mlp(self.hidden_dim, N, "transform_w")(s)) + 1e-10         # (..., N) > 0
-        b = _mlp(self.hidden_dim, N, "transform_b")(s)                           # (..., N)
+        w = jnp.abs(StateMLP(self.hidden_dim, N, name="transform_w")(s)) + 1e-10         # (..., N) > 0
+        b = StateMLP(self.hidden_dim, N, name="transform_b")(s)                           # (..., N)
         q_t, v_t = w * q + b, w * v + b
         adv = jax.lax.stop_gradient(q_t - v_t)                                   # A'_i ≤ 0, no gradient
         joint = jnp.concatenate([s, jax.nn.one_hot(actions, self.num_actions).reshape(*actions.shape[:-1], -1)],
                                 axis=-1)                                         # (..., S + N*A)
-        keys = jnp.abs(_mlp(self.hidden_dim, K * N, "keys")(s)) + 1e-10          # (..., K*N)
-        agent_w = nn.sigmoid(_mlp(self.hidden_dim, K * N, "agents")(s))
-        action_w = nn.sigmoid(_mlp(self.hidden_dim, K * N, "actions")(joint))
+        keys = jnp.abs(StateMLP(self.hidden_dim, K * N, name="keys")(s)) + 1e-10          # (..., K*N)
+        agent_w = nn.sigmoid(StateMLP(self.hidden_dim, K * N, name="agents")(s))
+        action_w = nn.sigmoid(StateMLP(self.hidden_dim, K * N, name="actions")(joint))
         lam = (keys * agent_w * action_w).reshape(*s.shape[:-1], K, N).sum(-2)   # λ_i(s, u) > 0: (..., N)
         return q_t.sum(-1) + ((lam - 1.0) * adv).sum(-1)
 

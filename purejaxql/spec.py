@@ -1,5 +1,5 @@
 """What an entry module is: an algorithm, a way of holding agent parameters, and whether some agents are
-frozen pretrained ones. Each of the 12 entry modules (``qmix_ps``, ``pqn_ns``, ``vdn_ps_pretrained``, ...)
+frozen pretrained ones. Each of the 24 entry modules (``qmix_ps``, ``pqn_ns``, ``vdn_ps_pretrained``, ...)
 declares one :class:`Spec` and hands it to the CLI; the CLI, the run folder and ``EVAL_ONLY`` read these
 fields, never the module's name.
 
@@ -23,7 +23,7 @@ VARIANTS = ("ps", "ns")                      # shared parameters / one parameter
 
 @dataclass(frozen=True)
 class Spec:
-    """One entry module: ``algorithm`` (iql | vdn | qmix | pqn), ``variant`` (ps: agents share one
+    """One entry module: ``algorithm`` (a replay learner or pqn), ``variant`` (ps: agents share one
     parameter set; ns: each agent has its own) and ``pretrained`` (some agents are frozen pretrained ones
     that act greedily and never learn; the others share parameters)."""
     algorithm: str      # iql | vdn | qmix | qplex | owqmix | cwqmix | qatten | pqn

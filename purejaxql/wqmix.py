@@ -4,7 +4,7 @@ Function Factorisation for Deep Multi-Agent Reinforcement Learning").
 Shapes: T time, Bs sampled sequences, N agents, S global state size, C = WQMIX_CENTRAL_MIXER_DIM.
 
 QMIX projects the joint values onto monotonic functions giving every joint action the same weight, and
-can miss the best joint action (the matrix game in tests/test_matrix_games.py). Weighted QMIX learns,
+can miss the best joint action (the matrix game in tests/test_mixers.py). Weighted QMIX learns,
 beside the QMIX agents and mixer Q_tot (the monotonic part, used to act), an unrestricted estimate Q̂* of
 the joint values: central agent networks Q^c_i of the same architecture as the agents but parameters of
 their own (purejaxql.q_learning's ``central_agents``), mixed by a feed-forward network of the state
@@ -17,7 +17,7 @@ library: the online agents pick, the target central networks value):
 with the weighting w_t ∈ {α, 1}, α = WQMIX_ALPHA:
     OW-QMIX (optimistic):  w_t = 1 where Q_tot(s_t, u_t) < y_t, else α
     CW-QMIX (central):     w_t = 1 where y_t > Q̂*(s_t, û_t) or u_t = û_t (the greedy joint action), else α
-(Q̂*(s_t, û_t) from the online central networks, without gradient). α < 1 puts less weight on joint
+(Q̂*(s_t, û_t) from the target central networks, as the authors' code). α < 1 puts less weight on joint
 actions the targets say are worse, so Q_tot can rank the best joint action first.
 """
 from __future__ import annotations
@@ -81,9 +81,9 @@ def weighted_loss(weighting: str):
                 full = q_tot < y
             else:
                 greedy = jnp.argmax(jnp.where(x.avail[:-1] > 0, jax.lax.stop_gradient(x.q[:-1]), -jnp.inf), -1)
-                star_greedy = central.apply(params["mixer"]["central"],
-                                            _take(jax.lax.stop_gradient(x.central_q[:-1]), greedy), x.state[:-1])
-                full = (y > jax.lax.stop_gradient(star_greedy)) | jnp.all(x.actions == greedy, axis=-1)
+                star_greedy = central.apply(target_params["mixer"]["central"],
+                                            _take(jax.lax.stop_gradient(x.central_q_target[:-1]), greedy), x.state[:-1])
+                full = (y > star_greedy) | jnp.all(x.actions == greedy, axis=-1)
             w = jnp.where(full, 1.0, alpha)
             delta = y - q_tot
             return w * delta ** 2 + (y - q_star) ** 2, delta
