@@ -1,8 +1,10 @@
-"""Replay-based multi-agent Q-learning: the training loop shared by IQL, VDN and QMIX.
+"""Replay-based multi-agent Q-learning: the training loop shared by IQL, VDN, QMIX, QPLEX, OW-/CW-QMIX and
+Qatten.
 
-An algorithm (``iql.py``, ``vdn.py``, ``qmix.py``) is only its value decomposition: a mixer
-``(mixer_params, q (T, Bs, N), state (T, Bs, S)) -> Q_tot`` and whether it learns from the team reward or
-each agent's own. An agent variant (``networks.SharedAgents``, ...) supplies how agent parameters are
+An algorithm (``iql.py``, ``vdn.py``, ``qmix.py``, ``qplex.py``, ``wqmix.py``, ``qatten.py``) is only its value
+decomposition: a mixer ``(mixer_params, q (T, Bs, N), state (T, Bs, S), ctx) -> Q_tot`` and whether it learns
+from the team reward or each agent's own (weighted QMIX adds central agents and its own loss, see
+:class:`QAlgorithm`). An agent variant (``networks.SharedAgents``, ...) supplies how agent parameters are
 initialised and applied. Everything else, acting, replay, the double-Q TD target, masks and loss, target
 sync and evaluation, lives here once:
 
@@ -11,17 +13,19 @@ sync and evaluation, lives here once:
     y_t = r_t + γ (1 - d_t) V_t                                         (TD_LAMBDA = 0: 1-step targets)
     y_t = r_t + γ (1 - d_t) ((1 - λ_t) V_t + λ_t y_{t+1}),  y_{T-1} = r_{T-1} + γ (1 - d_{T-1}) V_{T-1}  (TD(λ))
     L = mean over steps not cut by a time limit of (y_t - Mix(q_taken_t, s_t))²
+        (with PER=True each sequence's terms weighted by its importance weight, purejaxql.replay)
 
 with Q̄ / Mix̄ the target network's agents / mixer and d_t the end of an episode.
 TD(λ) runs backwards over each sampled sequence of T steps (Peng's Q(λ) on the target network's double-Q
 values, as pymarl2's QMIX): an episode end cuts it (d_t = 1), and with TIMEOUT_AS_TERMINAL=False a step whose
 next step is a time-out takes λ_t = 0, so no target leans on a transition whose true next observation was
-lost in the auto-reset (as in purejaxql.pqn).
+lost in the auto-reset (as in purejaxql.pqn). With REW_NORM=True, r_t is standardised by the running
+moments of the rewards collected so far (carried in ``TrainState.reward_stats``).
 
 Shape legend
     N agents            T  NUM_STEPS (steps per env per update)     B  NUM_ENVS
     Bs BUFFER_BATCH_SIZE A  actions (padded)     D  obs size (padded + agent id)
-    S  global state size H  agent hidden size (0 for feed-forward agents)
+    S  global state size H  agent carry size (GRU: its width, LSTM: 2 x width for [c, h], 0 for feed-forward)
     Nt agents that learn (= N, unless some are frozen pretrained agents; replay and loss hold only them)
 
 Replay layout. Each update stores, per env, one *chunk* of T consecutive steps plus the agent hidden
@@ -30,7 +34,8 @@ index per env), so every observation is stored once. A learning sample is a pair
 chunks of one env: the T steps of the first plus the first observation of the second give the T+1
 observations needed for T TD targets, so no step loses its bootstrap and episodes run across update
 boundaries. The learner starts its unroll from the stored hidden state ("stored state", as in R2D2)
-and resets the GRU wherever ``first[t]`` marks an episode start, exactly as the actor did.
+and resets the GRU / LSTM state wherever ``first[t]`` marks an episode start, exactly as the actor did.
+With PER=True the buffer is flashbax's prioritised one (purejaxql.replay): same items, drawn by priority.
 """
 from __future__ import annotations
 
