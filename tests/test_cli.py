@@ -78,7 +78,7 @@ def resume_folders(folder):
 
 
 BAD_INPUT = [
-    (["+alg=qmix_nope"], "unknown +alg=qmix_nope; available: iql_mpe"),
+    (["+alg=qmix_nope"], "unknown +alg=qmix_nope; available: cwqmix_mpe"),
     (["+alg=qmix_mpe", "+alg.LR_DECAY=1"], "unknown config key 'LR_DECAY'"),
     (["+alg=qmix_mpe", "alg.LR_DECY=1"], "unknown config key 'LR_DECY'"),
     (["+alg=qmix_mpe", "+FOO=1"], "unknown run key 'FOO'"),
@@ -102,7 +102,8 @@ BAD_INPUT = [
     (["RESUME=nockpt"], "RESUME=nockpt: the folder holds no training-state checkpoint"),
     (["RESUME=corrupt"], "is corrupt or not a purejaxql training state"),
     (["+alg=pqn_mpe", "alg.NUM_MINIBATCHES=7"], "NUM_MINIBATCHES (7) must divide NUM_ENVS * NUM_STEPS"),
-    (["+alg=pqn_mpe", "+alg.BUFFER_SIZE=10"], "'BUFFER_SIZE' is not used by pqn (it belongs to iql/vdn/qmix)"),
+    (["+alg=pqn_mpe", "+alg.BUFFER_SIZE=10"],
+     "'BUFFER_SIZE' is not used by pqn (it belongs to iql/vdn/qmix/qplex/owqmix/cwqmix/qatten): pqn learns online"),
 ]
 
 
@@ -133,7 +134,7 @@ def test_bad_input_exits_2_from_a_real_process(args, message, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["alg.LR_DECY=1"], ["+alg=nope"], ["alg.LR=-1"], ["alg.NUM_ENVS=0"],
-                                  ["NUM_SEEDS=0"], ["RESUME=no/such/folder"], ["alg.AGENT_TYPE=lstm"]])
+                                  ["NUM_SEEDS=0"], ["RESUME=no/such/folder"], ["alg.AGENT_TYPE=transformer"]])
 def test_bad_input_is_reported_before_jax_and_jaxmarl_load(args, tmp_path):
     """A mistake on the command line, or a value that can be checked without the env, fails before the heavy
     libraries are imported (so in about a second rather than the 5-9 s importing them takes)."""

@@ -149,7 +149,8 @@ def test_layer_norm_equals_flax_values_and_autodiff_gradients():
     ({"MIXER": "qmix"}, "MIXER must be 'vdn' or 'none'"),
     ({"AGENT_TYPE": "rnn", "MEMORY_WINDOW": 20}, "MEMORY_WINDOW must be in [0, NUM_STEPS=16]"),
     ({"AGENT_TYPE": "rnn", "NUM_MINIBATCHES": 3}, "NUM_MINIBATCHES (3) must divide NUM_ENVS"),
-    ({"TARGET_UPDATE_INTERVAL": 10}, "'TARGET_UPDATE_INTERVAL' is not used by pqn (it belongs to iql/vdn/qmix)"),
+    ({"TARGET_UPDATE_INTERVAL": 10},
+     "'TARGET_UPDATE_INTERVAL' is not used by pqn (it belongs to iql/vdn/qmix/qplex/owqmix/cwqmix/qatten)"),
 ])
 def test_pqn_config_errors_name_the_culprit(extra, message):
     from purejaxql.config import ConfigError, resolve_config
