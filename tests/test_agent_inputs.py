@@ -209,6 +209,7 @@ def test_replay_learners_train_lstm_agents(module, extra):
     assert out["runner_state"].buffer.experience.hidden.shape[-2:] == (N, 2 * H)
 
 
+@pytest.mark.slow
 def test_vdn_with_a_frozen_lstm_agent_and_last_actions_trains_and_evaluates():
     """vdn_ps_pretrained: shared LSTM learners with OBS_LAST_ACTION beside a frozen LSTM agent trained with
     last actions; greedy evaluation runs inside the program."""

@@ -109,7 +109,8 @@ def test_priorities_written_back_are_the_recomputed_td_error_statistic(per_progr
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("module,team", [(qmix_ps, True), (iql_ps, False)], ids=["team", "per-agent"])
+@pytest.mark.parametrize("module,team", [(qmix_ps, True), pytest.param(iql_ps, False, marks=pytest.mark.slow)],
+                         ids=["team", "per-agent"])
 def test_reward_statistics_are_the_moments_of_every_reward_collected(module, team):
     cfg = {k: v for k, v in TINY.items() if team or not k.startswith("MIXER_")}
     program = module.make_train({**cfg, "REW_NORM": True}, ENV)
@@ -148,11 +149,11 @@ def test_running_moments_merge_batches_exactly():
 @pytest.mark.timeout(300)
 def test_resume_through_a_state_checkpoint_is_exact_with_per_and_rew_norm(per_program, tmp_path):
     """Priorities (the sum tree), the reward statistics and the buffer round-trip through save_state /
-    load_state: 4 updates, checkpoint, 4 more equals 8 straight."""
+    load_state: 4 updates, checkpoint, 4 more equals 4 + 4 carried in memory (a chunked run equals one
+    program: tests/test_determinism.py)."""
     run = jax.jit(per_program.run)
-    runner0 = jax.jit(per_program.init)(jax.random.PRNGKey(4))
-    straight, m_straight = run(runner0, jnp.arange(8))
-    half, m_half = run(runner0, jnp.arange(4))
+    half, _ = run(jax.jit(per_program.init)(jax.random.PRNGKey(4)), jnp.arange(4))
+    straight, m_straight = run(half, jnp.arange(4, 8))
     path = save_state(tmp_path, half, {}, 4, {"module": "qmix_ps"}, keep=1)
     loaded, _, _ = load_state(path, half)
     resumed, m_rest = run(loaded, jnp.arange(4, 8))
@@ -160,8 +161,9 @@ def test_resume_through_a_state_checkpoint_is_exact_with_per_and_rew_norm(per_pr
         if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    np.testing.assert_array_equal(np.asarray(m_straight["loss"][4:]), np.asarray(m_rest["loss"]))
+    np.testing.assert_array_equal(np.asarray(m_straight["loss"]), np.asarray(m_rest["loss"]))
     assert np.isfinite(np.asarray(m_rest["loss"])).all()
+    assert float(jnp.abs(half.buffer.sum_tree_state.nodes).sum()) > 0  # priorities were written
 
 
 @pytest.mark.timeout(60)
