@@ -48,10 +48,11 @@ import jax.numpy as jnp
 import optax
 
 from purejaxql.environments import EnvCarry, reset_envs, step_envs
+from purejaxql.evaluation import greedy_actions
 from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
 from purejaxql.replay import (RewardStats, make_replay, sequence_priorities, standardise,
                               update_reward_stats)
-from purejaxql.rl_math import lambda_returns, linear_schedule, masked_argmax, masked_mean
+from purejaxql.rl_math import lambda_returns, linear_schedule, masked_mean
 
 
 class AgentContext(NamedTuple):
@@ -203,7 +204,7 @@ def double_q_inputs(x: Transitions):
     (T, Bs, N) (double Q, no gradient) and what mixers read besides at t and t+1 (:class:`AgentContext`)."""
     q_taken = jnp.take_along_axis(x.q[:-1], x.actions[..., None], axis=-1)[..., 0]
     q_online = jax.lax.stop_gradient(x.q)
-    greedy = jax.vmap(jax.vmap(jax.vmap(masked_argmax)))(q_online, x.avail)           # (T+1, Bs, N)
+    greedy = greedy_actions(q_online, x.avail)                                         # (T+1, Bs, N)
     q_next = jnp.take_along_axis(jax.lax.stop_gradient(x.q_target[1:]), greedy[1:, ..., None], axis=-1)[..., 0]
     v_online = jnp.take_along_axis(q_online[:-1], greedy[:-1, ..., None], axis=-1)[..., 0]
     ctx = AgentContext(greedy=v_online, actions=x.actions, obs=x.obs[:-1])

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen.initializers import constant
 
+from purejaxql.evaluation import greedy_actions
 from purejaxql.networks import orthogonal
 from purejaxql.q_learning import Mixer, QAlgorithm, Team, Transitions, double_q_inputs, td_targets
 from purejaxql.qmix import QMixer
@@ -80,7 +81,7 @@ def weighted_loss(weighting: str):
             if weighting == "ow":
                 full = q_tot < y
             else:
-                greedy = jnp.argmax(jnp.where(x.avail[:-1] > 0, jax.lax.stop_gradient(x.q[:-1]), -jnp.inf), -1)
+                greedy = greedy_actions(jax.lax.stop_gradient(x.q[:-1]), x.avail[:-1])  # û_t (T, Bs, N)
                 star_greedy = central.apply(target_params["mixer"]["central"],
                                             _take(jax.lax.stop_gradient(x.central_q_target[:-1]), greedy), x.state[:-1])
                 full = (y > star_greedy) | jnp.all(x.actions == greedy, axis=-1)
