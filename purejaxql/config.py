@@ -10,7 +10,7 @@ import sys
 from typing import Any, Dict, Mapping
 
 __all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "DERIVED_KEYS",
-           "defaults_for", "resolve_config", "settable", "check_run_keys", "unknown_key", "ALG_KEYS"]
+           "defaults_for", "resolve_config", "AGENT_TYPES", "RECURRENT_AGENT_TYPES", "settable", "check_run_keys", "unknown_key", "ALG_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -25,8 +25,10 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "NUM_STEPS": None,             # steps per env per update (T); default env.max_steps
     "BUFFER_SIZE": 5000,           # replay capacity in stored sequences of NUM_STEPS steps
     "BUFFER_BATCH_SIZE": 32,       # sequences per gradient step
-    "AGENT_TYPE": "rnn",           # "rnn" (GRU agent), "lstm" (LSTM agent, carries [c, h]) or "ff"
-                                   # (feed-forward agent)
+    "AGENT_TYPE": "rnn",           # "rnn" (GRU agent), "lstm" (LSTM agent, carries [c, h]), "ff"
+                                   # (feed-forward agent) or "cnn" (feed-forward, convolutions on image obs)
+    "CNN_CHANNELS": [16],          # AGENT_TYPE=cnn: output channels of each convolution (stride 1, VALID)
+    "CNN_KERNEL_SIZES": [3],       # AGENT_TYPE=cnn: square kernel size of each convolution
     "AGENT_HIDDEN_DIM": 64,        # width of the agent network
     "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
     "OBS_AGENT_ID": None,          # append a one-hot agent id to observations; default: on for shared
@@ -151,7 +153,8 @@ DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 # Every key of an alg config (any algorithm's, so "not used by X" can name the owner).
 ALG_KEYS = set().union(*_ALGORITHM_DEFAULTS.values()) | RUN_KEYS
 NORM_TYPES = ("layer_norm", "batch_norm", "none")  # PQN's NORM_TYPE (purejaxql.networks.AgentNetwork)
-AGENT_TYPES = ("ff", "rnn", "lstm")  # AGENT_TYPE: feed-forward, GRU, LSTM (purejaxql.networks.AgentNetwork)
+AGENT_TYPES = ("ff", "rnn", "lstm", "cnn")  # AGENT_TYPE: feed-forward, GRU, LSTM, convolutional (networks.AgentNetwork)
+RECURRENT_AGENT_TYPES = ("rnn", "lstm")     # the agent types that carry a hidden state
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID", "PER",
              "REW_NORM", "OBS_LAST_ACTION", "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
 
@@ -279,8 +282,10 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
         raise ConfigError(f"TAU must be in (0, 1], got {cfg['TAU']}")
     if cfg.get("AGENT_TYPE") not in (None,) + AGENT_TYPES:
         raise ConfigError(f"AGENT_TYPE must be one of {list(AGENT_TYPES)}, got {cfg['AGENT_TYPE']!r}")
-    if env is not None and cfg.get("AGENT_TYPE") in ("rnn", "lstm"):
+    if env is not None and cfg.get("AGENT_TYPE") in RECURRENT_AGENT_TYPES:
         _check_vector_observations(cfg["AGENT_TYPE"], env)
+    if cfg.get("AGENT_TYPE") == "cnn":
+        _check_cnn(cfg, env)
     if cfg.get("OPTIMIZER") not in (None, "adam", "radam"):
         raise ConfigError(f"OPTIMIZER must be 'adam' or 'radam', got {cfg['OPTIMIZER']!r}")
 
@@ -352,6 +357,28 @@ def _check_vector_observations(agent_type, env):
                               "observation flattened)")
 
 
+def _check_cnn(cfg, env):
+    """AGENT_TYPE=cnn: one CNN_KERNEL_SIZES entry per CNN_CHANNELS entry, and (with the env) image
+    observations (H, W, C) of one shape for every agent."""
+    layers = {}
+    for key in ("CNN_CHANNELS", "CNN_KERNEL_SIZES"):
+        v = cfg[key]
+        if not isinstance(v, (list, tuple)) or not v or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0
+                                                            for x in v):
+            raise ConfigError(f"{key} must be a non-empty list of positive integers, got {v!r}")
+        cfg[key], layers[key] = list(v), len(v)
+    if layers["CNN_CHANNELS"] != layers["CNN_KERNEL_SIZES"]:
+        raise ConfigError(f"CNN_CHANNELS ({cfg['CNN_CHANNELS']}) and CNN_KERNEL_SIZES ({cfg['CNN_KERNEL_SIZES']}) "
+                          "must have one entry per convolution")
+    shapes = {a: tuple(getattr(env.observation_space(a), "shape", None) or ()) for a in getattr(env, "agents", [])}
+    for agent, shape in shapes.items():
+        if len(shape) != 3:
+            raise ConfigError(f"AGENT_TYPE=cnn needs image observations (H, W, C), but agent {agent!r} observes "
+                              f"an array of shape {shape}; use AGENT_TYPE=ff or rnn")
+    if len(set(shapes.values())) > 1:
+        raise ConfigError(f"AGENT_TYPE=cnn needs one observation shape for every agent, got {shapes}")
+
+
 def _check_pqn(cfg):
     if not 0.0 <= cfg["LAMBDA"] <= 1.0:
         raise ConfigError(f"LAMBDA must be in [0, 1], got {cfg['LAMBDA']}")
@@ -360,7 +387,7 @@ def _check_pqn(cfg):
     if cfg["NORM_TYPE"] not in NORM_TYPES:
         raise ConfigError(f"NORM_TYPE must be one of {list(NORM_TYPES)}, got {cfg['NORM_TYPE']!r}")
     cfg["MEMORY_WINDOW"] = _number(cfg, "MEMORY_WINDOW", lambda v: int(float(v)))
-    if cfg["AGENT_TYPE"] in ("rnn", "lstm"):
+    if cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES:
         if not 0 <= cfg["MEMORY_WINDOW"] <= cfg["NUM_STEPS"]:
             raise ConfigError(f"MEMORY_WINDOW must be in [0, NUM_STEPS={cfg['NUM_STEPS']}], got "
                               f"{cfg['MEMORY_WINDOW']}")

@@ -13,7 +13,8 @@ environments for centralised training:
   and all zeros on the first step of every episode (after a reset and after every auto-reset), then
   (``add_agent_id``) a one-hot agent id (so agents of different shapes can share one network);
 * action sets padded to the largest agent's; padded actions are marked unavailable;
-* ``infos["won_episode"]`` on environments with a battle outcome (SMAX).
+* ``infos["won_episode"]`` on environments with a battle outcome (SMAX); ``infos["truncated"]`` (episode cut
+  by the time limit) on envs that report it (``reports_truncation``: the gymnax adapter).
 
 Environments auto-reset inside ``step`` (JaxMARL semantics): after a step whose ``dones["__all__"]`` is
 true, the returned observation is the first observation of the next episode.
@@ -62,12 +63,16 @@ def import_jaxmarl():
 
 
 def make_env(cfg: Dict[str, Any]):
-    """Build the JaxMARL env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS)."""
+    """Build the env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS): a JaxMARL env, or a gymnax one
+    (``CartPole-v1``, ``Breakout-MinAtar``, ...) as a team of one (:class:`purejaxql.gymnax_env.GymnaxTeam`)."""
+    from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
     jaxmarl = import_jaxmarl()
     name = cfg.get("ENV_NAME")
     kwargs = dict(cfg.get("ENV_KWARGS") or {})
+    if is_gymnax_name(name):
+        return GymnaxTeam(name, **kwargs)
     if name not in jaxmarl.registered_envs:
-        close = difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3)
+        close = difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3) + gymnax_close_matches(name)
         raise ConfigError(f"unknown ENV_NAME {name!r}" + (f"; close matches: {close}" if close else ""))
     if "SMAX" in name:
         from jaxmarl.environments.smax import map_name_to_scenario
@@ -168,8 +173,10 @@ class CTRolloutManager:
         # (N, A) mask of the actions each agent really has (padded ones are 0)
         self.valid_actions_oh = jnp.asarray(
             [[1.0] * n + [0.0] * (self.max_action_space - n) for n in self.action_dims])
-        self._has_avail = type(env).get_avail_actions is not _base_get_avail_actions()
+        own_avail = getattr(type(env), "get_avail_actions", None)
+        self._has_avail = own_avail is not None and own_avail is not _base_get_avail_actions()
         self.has_won = hasattr(env, "won_battle_bonus")
+        self.reports_truncation = bool(getattr(env, "reports_truncation", False))
         self.max_steps = getattr(env, "max_steps", None)
         # global state size, found by tracing one reset
         obs_shape = jax.eval_shape(self.wrapped_reset, jax.random.PRNGKey(0))[0]
@@ -221,7 +228,8 @@ class CTRolloutManager:
         obs = self._wrap_obs(raw_obs, state, last)
         rewards = {a: rewards[a] for a in self.agents}
         rewards["__all__"] = self.global_reward(rewards)
-        infos = {}
+        # envs that say which episode ends are time limits (purejaxql.gymnax_env) pass that on
+        infos = {"truncated": infos["truncated"]} if self.reports_truncation else {}
         if self.has_won:  # SMAX: a won battle pays the won bonus on its last step
             won_bonus = self._env.won_battle_bonus
             infos["won_episode"] = dones["__all__"] & jnp.any(
@@ -305,7 +313,10 @@ def step_envs(env: "CTRolloutManager", rng: jax.Array, carry: EnvCarry, actions:
     ep_return = carry.ep_return + rewards
     won = infos.get("won_episode", jnp.zeros_like(done))
     ep_len = carry.ep_len + 1
-    timeout = done & (ep_len >= (env.max_steps or jnp.iinfo(jnp.int32).max))
+    if "truncated" in infos:  # the env says which episode ends are time limits
+        timeout = done & infos["truncated"]
+    else:
+        timeout = done & (ep_len >= (env.max_steps or jnp.iinfo(jnp.int32).max))
     new = EnvCarry(env_state=env_state,
                    obs=stack_agents(obs_d, env.agents),
                    state=obs_d["__all__"],

@@ -46,28 +46,34 @@ def per_agent_metrics(prefix: str, agent_means: jax.Array, agents: Sequence[str]
 def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: Callable,
                      num_steps: int, log_agents: bool = False, team: Optional[Sequence[int]] = None
                      ) -> Callable[[jax.Array, object], Dict[str, jax.Array]]:
-    """Greedy evaluation: reset ``env.batch_size`` envs, act greedily for ``num_steps`` steps, score the
-    first episode each env finishes. Returns mean and std of team return over those episodes and their
-    win rate (NaN where no env finished); with ``log_agents`` also each agent's and team's mean
-    return (:func:`per_agent_metrics`). The team return sums the agents ``team`` (default: all)."""
+    """Greedy evaluation: reset ``env.batch_size`` envs, act greedily for at most ``num_steps`` steps (fewer
+    when every env has finished an episode before), score the first episode each env finishes. Returns mean
+    and std of team return over those episodes and their win rate (NaN where no env finished); with
+    ``log_agents`` also each agent's and team's mean return (:func:`per_agent_metrics`). The team return sums the agents ``team`` (default: all)."""
 
     def evaluate(rng, params):
         rng, k_reset = jax.random.split(rng)
         carry = reset_envs(env, k_reset, initial_hidden(env.batch_size))
         B = env.batch_size
+        keys = jax.random.split(rng, num_steps)
 
-        def step(c, k):
-            carry, finished, ret, won = c
+        def unfinished(c):
+            t, _, finished, _, _ = c
+            return (t < num_steps) & ~jnp.all(finished)
+
+        def step(c):
+            t, carry, finished, ret, won = c
             hidden, q = apply_fn(params, carry.hidden, carry.obs[None], carry.first[None])
             actions = greedy_actions(q[0], carry.avail)
-            carry, (_, done, agent_return, won_t, _) = step_envs(env, k, carry, actions, hidden)
+            carry, (_, done, agent_return, won_t, _) = step_envs(env, keys[t], carry, actions, hidden)
             new_first = done & ~finished
             ret = jnp.where(new_first[:, None], agent_return, ret)
             won = jnp.where(new_first, won_t, won)
-            return (carry, finished | done, ret, won), None
+            return t + 1, carry, finished | done, ret, won
 
-        init = (carry, jnp.zeros((B,), bool), jnp.zeros((B, env.num_agents)), jnp.zeros((B,), bool))
-        (_, finished, agent_ret, won), _ = jax.lax.scan(step, init, jax.random.split(rng, num_steps))
+        # stops once every env has finished an episode: the steps after that would change nothing it reports
+        init = (jnp.int32(0), carry, jnp.zeros((B,), bool), jnp.zeros((B, env.num_agents)), jnp.zeros((B,), bool))
+        _, _, finished, agent_ret, won = jax.lax.while_loop(unfinished, step, init)
         ret = (agent_ret if team is None else agent_ret[:, jnp.asarray(team)]).sum(-1)  # (B,) team return
         n = finished.sum()
         mean = jnp.where(n > 0, jnp.sum(jnp.where(finished, ret, 0.0)) / jnp.maximum(n, 1), jnp.nan)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxql.config import RECURRENT_AGENT_TYPES
 from purejaxql.environments import CTRolloutManager, EnvCarry
 from purejaxql.evaluation import greedy_actions, make_greedy_eval, per_agent_metrics
 from purejaxql.networks import AgentNetwork
@@ -74,11 +75,15 @@ def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
     cfg = dict(cfg)
     inputs = {"add_agent_id": cfg["OBS_AGENT_ID"], "add_last_action": cfg.get("OBS_LAST_ACTION", False)}
     wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], **inputs)
+    cnn = {}
+    if cfg["AGENT_TYPE"] == "cnn":  # every agent observes an image of one shape (config._check_cnn)
+        cnn = dict(image_shape=tuple(env.observation_space(wrapped.agents[0]).shape),
+                   cnn_channels=tuple(cfg["CNN_CHANNELS"]), cnn_kernel_sizes=tuple(cfg["CNN_KERNEL_SIZES"]))
     network = AgentNetwork(action_dim=wrapped.max_action_space, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
-                           init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] != "ff",
+                           init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES,
                            cell="lstm" if cfg["AGENT_TYPE"] == "lstm" else "gru",
                            num_layers=cfg.get("NUM_LAYERS", 1), norm_type=cfg.get("NORM_TYPE", "none"),
-                           norm_input=cfg.get("NORM_INPUT", False))
+                           norm_input=cfg.get("NORM_INPUT", False), **cnn)
     N = wrapped.num_agents
     agents = agents_cls(network, N, wrapped.obs_size, last_action=inputs["add_last_action"])
     idx = agents.trained_idx

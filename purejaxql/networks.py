@@ -20,7 +20,7 @@ the variant.
 from __future__ import annotations
 
 import functools
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -197,8 +197,14 @@ class LayerNorm(nn.Module):
 
 
 class AgentNetwork(nn.Module):
-    """obs -> [BatchNorm] -> num_layers x (Dense(H) -> [norm] -> ReLU) -> [GRU(H) | LSTM(H)] -> Dense(A): the
-    Q-values of one agent (or a batch of agents).
+    """obs -> [BatchNorm] -> [convolutions] -> num_layers x (Dense(H) -> [norm] -> ReLU) -> [GRU(H) | LSTM(H)]
+    -> Dense(A): the Q-values of one agent (or a batch of agents).
+
+    With ``image_shape`` (H_img, W_img, C; AGENT_TYPE=cnn) the first H_img·W_img·C features of the flat
+    observation are that image: it goes through one Conv(c, k×k, stride 1, VALID) -> [norm] -> ReLU per
+    (c, k) of ``cnn_channels`` / ``cnn_kernel_sizes`` (layers ``Conv_<i>``, ``conv_norm_<i>``), is
+    flattened, and the observation's other features (agent id, last action) are appended before the Dense
+    layers. The PQN MinAtar torso is one Conv(16, 3×3) then Dense(128), both layer-normalised.
 
     ``norm_type`` normalises every hidden layer (``layer_norm``, ``batch_norm`` or ``none``);
     ``norm_input`` puts a BatchNorm on the observations. PQN relies on these in place of a target
@@ -218,6 +224,9 @@ class AgentNetwork(nn.Module):
     norm_type: str = "none"
     norm_input: bool = False
     cell: str = "gru"          # the recurrent cell when recurrent: "gru" or "lstm" (purejaxql.networks.CELLS)
+    image_shape: Optional[Tuple[int, ...]] = None   # (H_img, W_img, C): convolutions on the observation's image
+    cnn_channels: Tuple[int, ...] = (16,)
+    cnn_kernel_sizes: Tuple[int, ...] = (3,)
 
     @property
     def carry_dim(self) -> int:
@@ -240,6 +249,8 @@ class AgentNetwork(nn.Module):
         x = obs.reshape(T * B, obs.shape[-1])
         if self.norm_input:
             x = self._norm("batch_norm", "input_norm", train)(x)
+        if self.image_shape is not None:
+            x = self._convolutions(x, train)
         for i in range(self.num_layers):
             x = nn.Dense(self.hidden_dim, kernel_init=orthogonal(self.init_scale), bias_init=constant(0.0),
                          name=f"Dense_{i}")(x)
@@ -250,6 +261,16 @@ class AgentNetwork(nn.Module):
         q = nn.Dense(self.action_dim, kernel_init=orthogonal(self.init_scale), bias_init=constant(0.0),
                      name=f"Dense_{self.num_layers}")(x)
         return hidden, q.reshape(T, B, -1)
+
+    def _convolutions(self, x: jax.Array, train: bool) -> jax.Array:
+        """(M, D) flat observations -> (M, conv features + D - image size)."""
+        size = int(np.prod(self.image_shape))
+        img = x[:, :size].reshape((x.shape[0],) + tuple(self.image_shape))   # (M, H_img, W_img, C)
+        for i, (c, k) in enumerate(zip(self.cnn_channels, self.cnn_kernel_sizes)):
+            img = nn.Conv(c, (k, k), strides=1, padding="VALID", kernel_init=orthogonal(self.init_scale),
+                          bias_init=constant(0.0), name=f"Conv_{i}")(img)
+            img = nn.relu(self._norm(self.norm_type, f"conv_norm_{i}", train)(img))
+        return jnp.concatenate([img.reshape(x.shape[0], -1), x[:, size:]], axis=-1)
 
 
 class SharedAgents:

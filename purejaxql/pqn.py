@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from purejaxql.config import RECURRENT_AGENT_TYPES
 from purejaxql.environments import EnvCarry, reset_envs, step_envs
 from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
 from purejaxql.rl_math import lambda_returns, linear_schedule, masked_mean
@@ -108,7 +109,7 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
     setup = build(cfg, env, agents_cls)
     wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
     Nt, T, B, W = setup.num_trained, cfg["NUM_STEPS"], cfg["NUM_ENVS"], cfg["MEMORY_WINDOW"]
-    recurrent, vdn, log_agents = cfg["AGENT_TYPE"] != "ff", cfg["MIXER"] == "vdn", cfg["LOG_AGENTS_SEPARATELY"]
+    recurrent, vdn, log_agents = cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES, cfg["MIXER"] == "vdn", cfg["LOG_AGENTS_SEPARATELY"]
     n_mb = cfg["NUM_MINIBATCHES"]
 
     lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * n_mb * cfg["NUM_UPDATES"])

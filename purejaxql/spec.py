@@ -1,6 +1,7 @@
 """What an entry module is: an algorithm, a way of holding agent parameters, and whether some agents are
-frozen pretrained ones. Each of the 24 entry modules (``qmix_ps``, ``pqn_ns``, ``vdn_ps_pretrained``, ...)
-declares one :class:`Spec` and hands it to the CLI; the CLI, the run folder and ``EVAL_ONLY`` read these
+frozen pretrained ones. Each of the 24 algorithm entry modules (``qmix_ps``, ``pqn_ns``, ``vdn_ps_pretrained``, ...)
+declares one :class:`Spec` and hands it to the CLI (as do the single-agent PQN commands ``pqn_gymnax``,
+``pqn_minatar`` and ``pqn_rnn_gymnax``, which are ``pqn_ps`` with another default config); the CLI, the run folder and ``EVAL_ONLY`` read these
 fields, never the module's name.
 
 This module is light on purpose (no JAX): ``python -m purejaxql.<module>`` checks the command line before
@@ -13,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from purejaxql.config import ConfigError, resolve_config
 
-__all__ = ["Spec", "SPECS", "ALGORITHMS", "REPLAY_ALGORITHMS", "VARIANTS"]
+__all__ = ["Spec", "SPECS", "SINGLE_AGENT_SPECS", "ALGORITHMS", "REPLAY_ALGORITHMS", "VARIANTS"]
 
 # the replay loop (purejaxql.q_learning), one value decomposition each
 REPLAY_ALGORITHMS = ("iql", "vdn", "qmix", "qplex", "owqmix", "cwqmix", "qatten")
@@ -29,6 +30,9 @@ class Spec:
     algorithm: str      # iql | vdn | qmix | qplex | owqmix | cwqmix | qatten | pqn
     variant: str = "ps"
     pretrained: bool = False
+    entry: Optional[str] = None           # the module's name when it is not <algorithm>_<variant>: the
+                                          # single-agent PQN commands (pqn_gymnax, pqn_minatar, ...)
+    default_config: Optional[str] = None  # the shipped config used when no +alg= is given
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS or self.variant not in VARIANTS or \
@@ -38,6 +42,8 @@ class Spec:
     @property
     def module(self) -> str:
         """The entry module's name, e.g. ``qmix_ps_pretrained`` (``python -m purejaxql.<module>``)."""
+        if self.entry:
+            return self.entry
         return f"{self.algorithm}_{self.variant}" + ("_pretrained" if self.pretrained else "")
 
     @property
@@ -48,6 +54,8 @@ class Spec:
     @property
     def default_alg_config(self) -> str:
         """The shipped config the CLI uses when no ``+alg=`` is given."""
+        if self.default_config:
+            return self.default_config
         return f"{self.algorithm}_mpe" + ("_tag_pretrained" if self.pretrained else "")
 
     @property
@@ -83,6 +91,12 @@ class Spec:
         cli(self, argv)
 
 
+# Single-agent PQN under the original PQN scripts' command names: pqn_ps (MIXER none, one agent) on a gymnax
+# env (purejaxql.gymnax_env), each with its own default config.
+SINGLE_AGENT_SPECS = [Spec("pqn", "ps", entry="pqn_gymnax", default_config="pqn_cartpole"),
+                      Spec("pqn", "ps", entry="pqn_minatar", default_config="pqn_minatar"),
+                      Spec("pqn", "ps", entry="pqn_rnn_gymnax", default_config="pqn_rnn_memory_chain")]
+
 SPECS: Dict[str, Spec] = {s.module: s for s in
                           [Spec(a, v) for a in ALGORITHMS for v in VARIANTS] +
-                          [Spec(a, "ps", pretrained=True) for a in ALGORITHMS]}
+                          [Spec(a, "ps", pretrained=True) for a in ALGORITHMS] + SINGLE_AGENT_SPECS}

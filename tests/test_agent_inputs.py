@@ -314,7 +314,7 @@ def test_recurrent_agents_refuse_image_observations(agent_type):
 
 def test_bad_agent_type_and_last_action_values_are_named():
     for spec in ("qmix_ps", "pqn_ns"):
-        with pytest.raises(ConfigError, match=r"AGENT_TYPE must be one of \['ff', 'rnn', 'lstm'\], got 'xyz'"):
+        with pytest.raises(ConfigError, match=r"AGENT_TYPE must be one of \['ff', 'rnn', 'lstm', 'cnn'\], got 'xyz'"):
             resolve_config({"AGENT_TYPE": "xyz"}, SPECS[spec])
         with pytest.raises(ConfigError, match="OBS_LAST_ACTION must be True or False"):
             resolve_config({"OBS_LAST_ACTION": "yes"}, SPECS[spec])

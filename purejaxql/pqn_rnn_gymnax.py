@@ -1,0 +1,14 @@
+"""Single-agent PQN with GRU agents on gymnax (bsuite MemoryChain, CartPole): pqn_ps with one agent and
+MIXER none, under the original PQN scripts' command name.
+
+CLI: `python -m purejaxql.pqn_rnn_gymnax +alg=pqn_rnn_memory_chain`; in Python: `make_train(config, env)` with
+`env = purejaxql.environments.make_env(config)`.
+"""
+from purejaxql.spec import SPECS
+
+SPEC = SPECS["pqn_rnn_gymnax"]
+make_train = SPEC.make_train  # make_train(config, env) -> the training program (purejaxql.loop.Program)
+main = SPEC.main              # python -m purejaxql.pqn_rnn_gymnax [+alg=...] [KEY=value ...]
+
+if __name__ == "__main__":
+    main()
