@@ -6,6 +6,11 @@ shipped configs run, and CartPole is solved.
 CartPole-v1's greedy return is capped at 500 (the time limit); a uniformly random policy scores ~22 and the
 untrained greedy network ~9-28 (it pushes mostly one way). The learning tests assert ≥ 475.
 """
+import os
+import re
+import subprocess
+import sys
+
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -196,3 +201,26 @@ def test_pqn_rnn_remembers_over_100_steps():
     out = jax.jit(jax.vmap(train))(jax.random.split(jax.random.PRNGKey(0), 2))
     ret = np.asarray(out["metrics"]["test_returned_episode_returns"])
     assert (ret[:, -1] == 1.0).all(), ret[:, -1]
+
+
+def test_original_command_trains_saves_and_evaluates(tmp_path):
+    """``python purejaxql/pqn_gymnax.py +alg=pqn_cartpole`` (the original scripts' command form) trains and
+    saves; EVAL_ONLY of the saved parameters reproduces the run's final greedy return (XLA's default
+    optimisation level in both processes, as users run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "optimization_level" not in f)
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "purejaxql", "pqn_gymnax.py")
+    tiny_args = ["alg.TOTAL_TIMESTEPS=4096", "alg.AGENT_HIDDEN_DIM=16", "alg.TEST_NUM_ENVS=8", "SAVE_PATH=ck",
+                 "CHECKPOINT_INTERVAL=0"]
+    r = subprocess.run([sys.executable, script, "+alg=pqn_cartpole", *tiny_args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trained = re.search(r"seed 0: greedy return (\S+) ± (\S+)", r.stdout)
+    path = tmp_path / "ck" / "CartPole-v1" / "pqn_gymnax" / "seed0_0.safetensors"
+    assert r.stdout.startswith("purejaxql: pqn_gymnax on CartPole-v1") and trained and path.is_file(), r.stdout
+    r = subprocess.run([sys.executable, "-m", "purejaxql.pqn_gymnax", "+alg=pqn_cartpole", "alg.AGENT_HIDDEN_DIM=16",
+                        "alg.TEST_NUM_ENVS=8", f"EVAL_ONLY={path}"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    evaluated = re.search(r"greedy team return (\S+) ± (\S+) over 8 episodes", r.stdout)
+    assert evaluated and evaluated.groups() == trained.groups(), r.stdout
