@@ -224,3 +224,28 @@ def test_original_command_trains_saves_and_evaluates(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     evaluated = re.search(r"greedy team return (\S+) ± (\S+) over 8 episodes", r.stdout)
     assert evaluated and evaluated.groups() == trained.groups(), r.stdout
+
+
+def test_replay_learners_and_per_agent_networks_take_cnn_agents():
+    """AGENT_TYPE=cnn beyond single-agent PQN: qmix_ns (one convolutional network per agent, QMIX on the
+    image game's flattened state) trains, every convolution kernel of both agents moves, and the agents'
+    ids follow the image in the shared variant's input."""
+    from envs import ImageGame
+
+    from purejaxql import qmix_ns, vdn_ps
+    image = ImageGame()
+    cfg = {"AGENT_TYPE": "cnn", "CNN_CHANNELS": [4], "CNN_KERNEL_SIZES": [2], "AGENT_HIDDEN_DIM": 8,
+           "NUM_ENVS": 2, "TOTAL_TIMESTEPS": 200, "BUFFER_SIZE": 8, "BUFFER_BATCH_SIZE": 2, "LEARNING_STARTS": 0,
+           "TEST_DURING_TRAINING": False, "TARGET_UPDATE_INTERVAL": 2}
+    train = qmix_ns.make_train(cfg, image)
+    before = jax.jit(train.init)(jax.random.PRNGKey(0)).train.params["agent"]["params"]["Conv_0"]["kernel"]
+    out = jax.jit(train)(jax.random.PRNGKey(0))
+    after = out["runner_state"].train.params["agent"]["params"]["Conv_0"]["kernel"]
+    assert before.shape == (2, 2, 2, 2, 4)  # (agents, k, k, C, channels)
+    learnt = np.asarray(out["metrics"]["grad_steps"]) > 0   # (the first update only collects: loss NaN there)
+    assert learnt.any() and np.isfinite(np.asarray(out["metrics"]["loss"])[learnt]).all()
+    assert all(not np.allclose(np.asarray(after[i]), np.asarray(before[i])) for i in range(2))
+    shared = vdn_ps.make_train(cfg, image)
+    assert shared.env.obs_size == 4 * 4 * 2 + 2  # the image, then the one-hot agent id
+    dense = jax.eval_shape(shared.agents.init, jax.random.PRNGKey(0))["params"]["Dense_0"]["kernel"]
+    assert dense.shape == (3 * 3 * 4 + 2, 8)
