@@ -377,6 +377,10 @@ def _check_cnn(cfg, env):
                               f"an array of shape {shape}; use AGENT_TYPE=ff or rnn")
     if len(set(shapes.values())) > 1:
         raise ConfigError(f"AGENT_TYPE=cnn needs one observation shape for every agent, got {shapes}")
+    for shape in set(shapes.values()):  # each VALID convolution of size k takes k - 1 rows and columns
+        if sum(k - 1 for k in cfg["CNN_KERNEL_SIZES"]) >= min(shape[:2]):
+            raise ConfigError(f"CNN_KERNEL_SIZES {cfg['CNN_KERNEL_SIZES']} do not fit the {shape[0]} x {shape[1]} "
+                              "observation image (each VALID convolution of size k takes k - 1 rows and columns)")
 
 
 def _check_pqn(cfg):

@@ -5,9 +5,9 @@ replay learner run on it unchanged, with the run folder, resume, HYP_TUNE and ch
 The one agent is ``agent_0``. ``reset(key)`` and ``step(key, state, actions)`` return dicts keyed by it;
 ``dones["__all__"]`` is the episode end (terminated or truncated) and gymnax auto-resets inside ``step``,
 as JaxMARL's envs do. ``infos["truncated"]`` marks episodes cut by the time limit
-(``max_steps_in_episode``, gymnax's ``truncated``): the loops leave that step's missing bootstrap out of the
-loss (TIMEOUT_AS_TERMINAL=False). Some gymnax envs (CartPole) also count the time limit in ``terminated``,
-so an end is a time-out whenever the limit was reached, even if the env terminated on that same step.
+(``max_steps_in_episode``) that did not also terminate on that step (gymnax's ``truncated`` and not
+``terminated``: a real ending wins, as in Gymnasium; DeepSea's every episode ends on its last allowed step):
+the loops leave such a step's missing bootstrap out of the loss (TIMEOUT_AS_TERMINAL=False).
 
 ``ENV_KWARGS`` keys that name a field of the env's ``EnvParams`` (e.g. MemoryChain's ``memory_length``,
 ``max_steps_in_episode``) set that parameter; the others go to the env's constructor.
@@ -95,6 +95,6 @@ class GymnaxTeam:
     def step(self, key, state, actions: Dict[str, Any]):
         obs, state, reward, terminated, truncated, _ = self._gymnax_env.step(key, state, actions[AGENT], self.params)
         done = jnp.logical_or(terminated, truncated)
-        infos = {"truncated": jnp.asarray(truncated, bool)}
+        infos = {"truncated": jnp.logical_and(truncated, jnp.logical_not(terminated))}  # a real ending wins
         return ({AGENT: jnp.asarray(obs, jnp.float32)}, state, {AGENT: jnp.asarray(reward, jnp.float32)},
                 {AGENT: done, "__all__": done}, infos)

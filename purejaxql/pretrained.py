@@ -58,6 +58,9 @@ def network_of(params: Mapping[str, Any], agent: str, obs_len: int, num_agents: 
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"pretrained parameters of {agent!r} are not an agent network's "
                           "(expected params/Dense_0/kernel ... params/Dense_<k>/kernel)") from None
+    if "Conv_0" in p:
+        raise ConfigError(f"pretrained parameters of {agent!r} are a convolutional (AGENT_TYPE=cnn) agent's; "
+                          "frozen pretrained agents can be feed-forward, GRU or LSTM agents only")
     parts = input_parts(int(d_in), obs_len, num_agents, num_actions, last_action)
     if parts is None:
         hint = ""

@@ -30,63 +30,88 @@ def tiny(**extra):
             "AGENT_HIDDEN_DIM": 16, "TEST_NUM_ENVS": 4, "TEST_NUM_STEPS": 20, "TEST_INTERVAL": 0.5, **extra}
 
 
-@pytest.mark.parametrize("name,kwargs", [("CartPole-v1", {"max_steps_in_episode": 12}), ("Breakout-MinAtar", {})])
-def test_adapter_steps_as_gymnax_does(name, kwargs):
-    """Random actions for 60 steps through the adapter and through gymnax's own step with the same keys:
-    the same observations, rewards, episode ends; ``truncated`` only where gymnax truncated and did not
-    terminate."""
+def gymnax_run(name, kwargs, envs=32, steps=60, seed=3):
+    """The adapter and gymnax's own step side by side: ``envs`` envs, random actions, the same keys, the
+    per-env keys split as ``CTRolloutManager.batch_step`` splits them. -> arrays (steps, envs)."""
     team = make_env({"ENV_NAME": name, "ENV_KWARGS": kwargs})
     env, params = gymnax.make(name)
     params = params.replace(**kwargs)
-    assert team.agents == ["agent_0"] and team.max_steps == params.max_steps_in_episode
 
     def run(key):
-        k0, key = jax.random.split(key)
-        obs_a, s_a = team.reset(k0)
-        obs_g, s_g = env.reset(k0, params)
+        keys = jax.random.split(key, envs)
+        obs_a, s_a = jax.vmap(team.reset)(keys)
+        obs_g, s_g = jax.vmap(env.reset, (0, None))(keys, params)
 
         def step(c, k):
             s_a, s_g = c
             k_act, k_env = jax.random.split(k)
-            a = jax.random.randint(k_act, (), 0, env.action_space(params).n)
-            o_a, s_a, r_a, d_a, info = team.step(k_env, s_a, {"agent_0": a})
-            o_g, s_g, r_g, term, trunc, _ = env.step(k_env, s_g, a, params)
-            return (s_a, s_g), (o_a["agent_0"], o_g, r_a["agent_0"], r_g, d_a["__all__"], d_a["agent_0"],
-                                term | trunc, info["truncated"], trunc)
-        _, out = jax.lax.scan(step, (s_a, s_g), jax.random.split(key, 60))
+            a = jax.random.randint(k_act, (envs,), 0, env.action_space(params).n)
+            k_envs = jax.random.split(k_env, envs)
+            o_a, s_a, r_a, d_a, info = jax.vmap(team.step)(k_envs, s_a, {"agent_0": a})
+            o_g, s_g, r_g, term, trunc, _ = jax.vmap(env.step, (0, 0, 0, None))(k_envs, s_g, a, params)
+            return (s_a, s_g), dict(obs_a=o_a["agent_0"], obs_g=o_g, r_a=r_a["agent_0"], r_g=r_g,
+                                    done_a=d_a["__all__"], done_agent=d_a["agent_0"], term=term, trunc=trunc,
+                                    truncated=info["truncated"])
+        _, out = jax.lax.scan(step, (s_a, s_g), jax.random.split(key, steps))
         return obs_a["agent_0"], obs_g, out
 
-    o0_a, o0_g, (o_a, o_g, r_a, r_g, d_a, d_agent, d_g, tr_a, tr_g) = jax.jit(run)(jax.random.PRNGKey(3))
-    np.testing.assert_array_equal(np.asarray(o0_a), np.asarray(o0_g, np.float32))
-    np.testing.assert_array_equal(np.asarray(o_a), np.asarray(o_g, np.float32))
-    np.testing.assert_array_equal(np.asarray(r_a), np.asarray(r_g, np.float32))
-    np.testing.assert_array_equal(np.asarray(d_a), np.asarray(d_g))
-    np.testing.assert_array_equal(np.asarray(d_agent), np.asarray(d_g))
-    np.testing.assert_array_equal(np.asarray(tr_a), np.asarray(tr_g))
-    assert np.asarray(d_g).any()
-    if name == "CartPole-v1":  # 12-step limit: some episodes are cut by it
-        assert np.asarray(tr_g).any()
+    o0_a, o0_g, out = jax.jit(run)(jax.random.PRNGKey(seed))
+    return team, params, np.asarray(o0_a), np.asarray(o0_g), {k: np.asarray(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name,kwargs", [("CartPole-v1", {"max_steps_in_episode": 12}), ("Breakout-MinAtar", {}),
+                                         ("DeepSea-bsuite", {})])
+def test_adapter_steps_as_gymnax_does(name, kwargs):
+    """32 envs, random actions, 60 steps through the adapter and through gymnax's own step with the same keys:
+    the same observations, rewards and episode ends; ``truncated`` exactly where gymnax truncated and did
+    not terminate on that step (a real ending wins: CartPole episodes that fall on their 12th step, and
+    every DeepSea episode, which always ends on its last allowed step, are terminal)."""
+    team, params, o0_a, o0_g, out = gymnax_run(name, kwargs)
+    assert team.agents == ["agent_0"] and team.max_steps == params.max_steps_in_episode
+    np.testing.assert_array_equal(o0_a, o0_g.astype(np.float32))
+    np.testing.assert_array_equal(out["obs_a"], out["obs_g"].astype(np.float32))
+    np.testing.assert_array_equal(out["r_a"], out["r_g"].astype(np.float32))
+    ends = out["term"] | out["trunc"]
+    np.testing.assert_array_equal(out["done_a"], ends)
+    np.testing.assert_array_equal(out["done_agent"], ends)
+    np.testing.assert_array_equal(out["truncated"], out["trunc"] & ~out["term"])
+    assert ends.any()
+    if name != "Breakout-MinAtar":  # both flags on one step happen here: the case the rule is about
+        assert (out["trunc"] & out["term"]).any()
+    if name == "CartPole-v1":
+        assert out["truncated"].any()
+    if name == "DeepSea-bsuite":
+        assert not out["truncated"].any()
 
 
 def test_time_limit_ends_are_timeouts_in_the_loop():
-    """Through the batched wrapper, an episode cut at max_steps_in_episode is a time-out and one that
-    terminated is not, whatever its length."""
+    """Through the batched wrapper and ``step_envs``: an episode cut at max_steps_in_episode (15) is a
+    time-out; one that fell on its 15th step is not (the step-count rule would call it one), nor is any
+    other ending. Checked against gymnax's own flags for the same keys."""
     env = make_env({"ENV_NAME": "CartPole-v1", "ENV_KWARGS": {"max_steps_in_episode": 15}})
-    wrapped = CTRolloutManager(env, 16, add_agent_id=False)
+    raw, params = gymnax.make("CartPole-v1")
+    params = params.replace(max_steps_in_episode=15)
+    B = 64
+    wrapped = CTRolloutManager(env, B, add_agent_id=False)
 
     def run(key):
-        carry = reset_envs(wrapped, key, jnp.zeros((16, 1, 0)))
+        carry = reset_envs(wrapped, key, jnp.zeros((B, 1, 0)))
+        _, raw_state = jax.vmap(raw.reset, (0, None))(jax.random.split(key, B), params)
 
-        def step(carry, k):
+        def step(c, k):
+            carry, raw_state = c
             k_act, k_env = jax.random.split(k)
-            actions = jax.random.randint(k_act, (16, 1), 0, 2)
+            actions = jax.random.randint(k_act, (B, 1), 0, 2)
             new, (_, done, _, _, timeout) = step_envs(wrapped, k_env, carry, actions, carry.hidden)
-            return new, (done, timeout, carry.ep_len + 1)
-        return jax.lax.scan(step, carry, jax.random.split(key, 100))[1]
+            _, raw_state, _, term, trunc, _ = jax.vmap(raw.step, (0, 0, 0, None))(
+                jax.random.split(k_env, B), raw_state, actions[:, 0], params)
+            return (new, raw_state), (done, timeout, carry.ep_len + 1, term, trunc)
+        return jax.lax.scan(step, (carry, raw_state), jax.random.split(key, 100))[1]
 
-    done, timeout, length = (np.asarray(x) for x in jax.jit(run)(jax.random.PRNGKey(0)))
-    assert timeout.any() and (done & ~timeout).any()
-    np.testing.assert_array_equal(timeout, done & (length >= 15))
+    done, timeout, length, term, trunc = (np.asarray(x) for x in jax.jit(run)(jax.random.PRNGKey(0)))
+    np.testing.assert_array_equal(done, term | trunc)
+    np.testing.assert_array_equal(timeout, trunc & ~term)
+    assert timeout.any() and (done & (length >= 15) & ~timeout).any()  # both kinds of end at the limit
 
 
 def test_last_two_targets_of_a_rollout_bootstrap_from_the_right_observations():
@@ -149,6 +174,15 @@ def test_bad_input_is_named():
         resolve_config({**tiny(), "AGENT_TYPE": "cnn", "CNN_CHANNELS": [16, 16]}, SPECS["pqn_minatar"])
     with pytest.raises(ConfigError, match="CNN_KERNEL_SIZES must be a non-empty list of positive integers"):
         resolve_config({**tiny(), "AGENT_TYPE": "cnn", "CNN_KERNEL_SIZES": [0]}, SPECS["pqn_minatar"])
+    breakout = make_env({"ENV_NAME": "Breakout-MinAtar"})
+    with pytest.raises(ConfigError, match=r"CNN_KERNEL_SIZES \[5, 7\] do not fit the 10 x 10"):
+        resolve_config({**tiny(), "AGENT_TYPE": "cnn", "CNN_CHANNELS": [4, 4], "CNN_KERNEL_SIZES": [5, 7]},
+                       SPECS["pqn_minatar"], breakout)
+    from purejaxql.pretrained import network_of
+    cnn_params = AgentNetwork(action_dim=3, hidden_dim=8, recurrent=False, image_shape=(5, 5, 2)).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 8)), jnp.zeros((1, 1, 50)), jnp.zeros((1, 1), bool))
+    with pytest.raises(ConfigError, match="'agent_0' are a convolutional .*feed-forward, GRU or LSTM agents only"):
+        network_of(cnn_params, "agent_0", 50, 2, 3)
     with pytest.raises(ConfigError, match="not EnvParams fields of CartPole-v1"):
         make_env({"ENV_NAME": "CartPole-v1", "ENV_KWARGS": {"memory_length": 3}})
 
