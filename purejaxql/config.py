@@ -360,14 +360,13 @@ def _check_vector_observations(agent_type, env):
 def _check_cnn(cfg, env):
     """AGENT_TYPE=cnn: one CNN_KERNEL_SIZES entry per CNN_CHANNELS entry, and (with the env) image
     observations (H, W, C) of one shape for every agent."""
-    layers = {}
     for key in ("CNN_CHANNELS", "CNN_KERNEL_SIZES"):
         v = cfg[key]
         if not isinstance(v, (list, tuple)) or not v or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0
                                                             for x in v):
             raise ConfigError(f"{key} must be a non-empty list of positive integers, got {v!r}")
-        cfg[key], layers[key] = list(v), len(v)
-    if layers["CNN_CHANNELS"] != layers["CNN_KERNEL_SIZES"]:
+        cfg[key] = list(v)
+    if len(cfg["CNN_CHANNELS"]) != len(cfg["CNN_KERNEL_SIZES"]):
         raise ConfigError(f"CNN_CHANNELS ({cfg['CNN_CHANNELS']}) and CNN_KERNEL_SIZES ({cfg['CNN_KERNEL_SIZES']}) "
                           "must have one entry per convolution")
     shapes = {a: tuple(getattr(env.observation_space(a), "shape", None) or ()) for a in getattr(env, "agents", [])}
@@ -375,12 +374,11 @@ def _check_cnn(cfg, env):
         if len(shape) != 3:
             raise ConfigError(f"AGENT_TYPE=cnn needs image observations (H, W, C), but agent {agent!r} observes "
                               f"an array of shape {shape}; use AGENT_TYPE=ff or rnn")
-    if len(set(shapes.values())) > 1:
-        raise ConfigError(f"AGENT_TYPE=cnn needs one observation shape for every agent, got {shapes}")
-    for shape in set(shapes.values()):  # each VALID convolution of size k takes k - 1 rows and columns
-        if sum(k - 1 for k in cfg["CNN_KERNEL_SIZES"]) >= min(shape[:2]):
+        if sum(k - 1 for k in cfg["CNN_KERNEL_SIZES"]) >= min(shape[:2]):  # a VALID k x k conv takes k - 1
             raise ConfigError(f"CNN_KERNEL_SIZES {cfg['CNN_KERNEL_SIZES']} do not fit the {shape[0]} x {shape[1]} "
                               "observation image (each VALID convolution of size k takes k - 1 rows and columns)")
+    if len(set(shapes.values())) > 1:
+        raise ConfigError(f"AGENT_TYPE=cnn needs one observation shape for every agent, got {shapes}")
 
 
 def _check_pqn(cfg):
