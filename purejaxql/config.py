@@ -10,7 +10,8 @@ import sys
 from typing import Any, Dict, Mapping
 
 __all__ = ["ConfigError", "Q_LEARNING_DEFAULTS", "QMIX_DEFAULTS", "PQN_DEFAULTS", "RUN_KEYS", "DERIVED_KEYS",
-           "defaults_for", "resolve_config", "AGENT_TYPES", "RECURRENT_AGENT_TYPES", "settable", "check_run_keys", "unknown_key", "ALG_KEYS"]
+           "defaults_for", "resolve_config", "AGENT_TYPES", "RECURRENT_AGENT_TYPES", "settable", "check_run_keys",
+           "unknown_key", "ALG_KEYS"]
 
 
 class ConfigError(ValueError):

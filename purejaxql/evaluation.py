@@ -49,7 +49,8 @@ def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: 
     """Greedy evaluation: reset ``env.batch_size`` envs, act greedily for at most ``num_steps`` steps (fewer
     when every env has finished an episode before), score the first episode each env finishes. Returns mean
     and std of team return over those episodes and their win rate (NaN where no env finished); with
-    ``log_agents`` also each agent's and team's mean return (:func:`per_agent_metrics`). The team return sums the agents ``team`` (default: all)."""
+    ``log_agents`` also each agent's and team's mean return (:func:`per_agent_metrics`). The team return sums
+    the agents ``team`` (default: all)."""
 
     def evaluate(rng, params):
         rng, k_reset = jax.random.split(rng)

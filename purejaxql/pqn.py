@@ -109,7 +109,8 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
     setup = build(cfg, env, agents_cls)
     wrapped, agents, learner, of_trained = setup.env, setup.agents, setup.learner, setup.of_trained
     Nt, T, B, W = setup.num_trained, cfg["NUM_STEPS"], cfg["NUM_ENVS"], cfg["MEMORY_WINDOW"]
-    recurrent, vdn, log_agents = cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES, cfg["MIXER"] == "vdn", cfg["LOG_AGENTS_SEPARATELY"]
+    recurrent, vdn = cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES, cfg["MIXER"] == "vdn"
+    log_agents = cfg["LOG_AGENTS_SEPARATELY"]
     n_mb = cfg["NUM_MINIBATCHES"]
 
     lr = (optax.linear_schedule(cfg["LR"], 1e-10, cfg["NUM_EPOCHS"] * n_mb * cfg["NUM_UPDATES"])

@@ -1,8 +1,8 @@
 """What an entry module is: an algorithm, a way of holding agent parameters, and whether some agents are
-frozen pretrained ones. Each of the 24 algorithm entry modules (``qmix_ps``, ``pqn_ns``, ``vdn_ps_pretrained``, ...)
-declares one :class:`Spec` and hands it to the CLI (as do the single-agent PQN commands ``pqn_gymnax``,
-``pqn_minatar`` and ``pqn_rnn_gymnax``, which are ``pqn_ps`` with another default config); the CLI, the run folder and ``EVAL_ONLY`` read these
-fields, never the module's name.
+frozen pretrained ones. Each of the 24 algorithm entry modules (``qmix_ps``, ``pqn_ns``, ``vdn_ps_pretrained``,
+...) declares one :class:`Spec` and hands it to the CLI, as do the single-agent PQN commands (``pqn_gymnax``,
+``pqn_minatar``, ``pqn_rnn_gymnax``: ``pqn_ps`` with another default config); the CLI, the run folder and
+``EVAL_ONLY`` read these fields, never the module's name.
 
 This module is light on purpose (no JAX): ``python -m purejaxql.<module>`` checks the command line before
 the heavy libraries load, so a mistake is reported in about a second.

@@ -131,7 +131,8 @@ def test_last_two_targets_of_a_rollout_bootstrap_from_the_right_observations():
     def go(runner):
         carry, steps, _ = train.parts.rollout(params, runner.env, 0.5, jax.random.PRNGKey(1))
         g, mask = train.parts.targets(params, carry, steps)
-        q = lambda obs: train.agents.apply(params, carry.hidden, obs[None, :, None], carry.first[None])[1][0, :, 0]  # noqa: E731
+        def q(obs):   # (B, D) -> (B, A)
+            return train.agents.apply(params, carry.hidden, obs[None, :, None], carry.first[None])[1][0, :, 0]
         return steps, g, mask, q(steps.obs[-1, :, 0]), q(carry.obs[:, 0])
     steps, g, mask, q_last, q_next = (jax.tree.map(np.asarray, x) for x in go(runner))
     r, d = steps.rewards[..., 0] * 0.1, steps.done.astype(np.float32)
