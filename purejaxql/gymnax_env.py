@@ -57,7 +57,6 @@ class GymnaxTeam:
 
     def __init__(self, name: str, **kwargs):
         gymnax = _gymnax()
-        fields = set()
         try:
             probe_env, probe_params = gymnax.make(name)
             fields = set(getattr(probe_params, "__dataclass_fields__", {}))
