@@ -214,9 +214,10 @@ def cartpole_returns(total, seeds):
 
 
 def test_pqn_learns_cartpole_quickly():
-    """2e5 env steps (40 % of the shipped budget), seed 0: from an untrained greedy return below 50 to ≥ 475
-    (500 is the cap; random ~22)."""
-    ret = cartpole_returns(2e5, 1)[0]
+    """1.5e5 env steps (30 % of the shipped budget, schedules scaled), seed 0: from an untrained greedy return
+    below 50 to ≥ 475 (500 is the cap; random ~22; measured: 500 at each of the last 5 evaluations; at 1e5
+    steps it ends near 290)."""
+    ret = cartpole_returns(1.5e5, 1)[0]
     assert ret[0] < 50 and ret[-1] >= 475, ret
 
 
@@ -240,10 +241,9 @@ def test_pqn_rnn_remembers_over_100_steps():
 
 def test_original_command_trains_saves_and_evaluates(tmp_path):
     """``python purejaxql/pqn_gymnax.py +alg=pqn_cartpole`` (the original scripts' command form) trains and
-    saves; EVAL_ONLY of the saved parameters reproduces the run's final greedy return (XLA's default
-    optimisation level in both processes, as users run)."""
+    saves; EVAL_ONLY of the saved parameters reproduces the run's final greedy return (both processes at the
+    suite's XLA optimisation level; tests/test_cli.py checks the reproduction at the default level)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "optimization_level" not in f)
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "purejaxql", "pqn_gymnax.py")
     tiny_args = ["alg.TOTAL_TIMESTEPS=4096", "alg.AGENT_HIDDEN_DIM=16", "alg.TEST_NUM_ENVS=8", "SAVE_PATH=ck",
                  "CHECKPOINT_INTERVAL=0"]
