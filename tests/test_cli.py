@@ -29,9 +29,10 @@ def cli(module, *args, cwd, default_xla_level=False):
 @pytest.mark.parametrize("alg,envname", [
     pytest.param("iql", "smax", marks=pytest.mark.slow), ("vdn", "mpe"),
     pytest.param("vdn", "smax", marks=pytest.mark.slow), pytest.param("qmix", "mpe", marks=pytest.mark.slow),
-    ("qmix", "smax"), pytest.param("pqn", "smax", marks=pytest.mark.slow)])
+    pytest.param("qmix", "smax", marks=pytest.mark.slow), pytest.param("pqn", "smax", marks=pytest.mark.slow)])
 # iql_mpe: the default-alg test below; pqn_mpe: the pretrained showcase (its config builds on pqn_mpe);
-# qmix_mpe: tests/test_resume.py runs it through the CLI three times; iql/vdn_smax (slow) share everything
+# qmix_mpe: tests/test_resume.py runs it through the CLI three times; qmix_smax (slow, 60 s: SMAX's compile):
+# tests/test_train.py trains QMIX on SMAX with wins in the default suite; iql/vdn_smax (slow) share everything
 # but the loss with qmix_smax; pqn_smax (slow): tests/test_defaults.py resolves it, and test_pqn.py trains
 # pqn_ns with its GRU + BatchNorm agents on SMAX
 def test_each_alg_config_runs(alg, envname, tmp_path):
