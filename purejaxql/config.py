@@ -85,8 +85,8 @@ PQN_DEFAULTS: Dict[str, Any] = {
     "AGENT_TYPE": "ff",
     "AGENT_HIDDEN_DIM": 256,
     "NUM_LAYERS": 2,               # hidden Dense layers of the agent network (before the GRU if any)
-    "NORM_TYPE": "layer_norm",     # normalisation after each hidden Dense: layer_norm | batch_norm | none
-    "NORM_INPUT": False,           # BatchNorm on the observations
+    "NORM_TYPE": "layer_norm",     # after each hidden Dense: layer_norm | batch_norm | batch_renorm | none
+    "NORM_INPUT": False,           # BatchNorm on the observations (Batch Renorm with NORM_TYPE=batch_renorm)
     "MEMORY_WINDOW": 0,            # GRU agents: steps of the previous rollout replayed before each rollout
                                    # to warm up the hidden state (context only, not in the loss)
     "LR_LINEAR_DECAY": False,
@@ -153,7 +153,7 @@ RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_A
 DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 # Every key of an alg config (any algorithm's, so "not used by X" can name the owner).
 ALG_KEYS = set().union(*_ALGORITHM_DEFAULTS.values()) | RUN_KEYS
-NORM_TYPES = ("layer_norm", "batch_norm", "none")  # PQN's NORM_TYPE (purejaxql.networks.AgentNetwork)
+NORM_TYPES = ("layer_norm", "batch_norm", "batch_renorm", "none")  # PQN's NORM_TYPE (purejaxql.networks.AgentNetwork)
 AGENT_TYPES = ("ff", "rnn", "lstm", "cnn")  # AGENT_TYPE: feed-forward, GRU, LSTM, convolutional (networks.AgentNetwork)
 RECURRENT_AGENT_TYPES = ("rnn", "lstm")     # the agent types that carry a hidden state
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID", "PER",

@@ -64,15 +64,20 @@ def import_jaxmarl():
 
 def make_env(cfg: Dict[str, Any]):
     """Build the env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS): a JaxMARL env, or a gymnax one
-    (``CartPole-v1``, ``Breakout-MinAtar``, ...) as a team of one (:class:`purejaxql.gymnax_env.GymnaxTeam`)."""
+    (``CartPole-v1``, ``Breakout-MinAtar``, ...) or a Craftax one (``Craftax-Symbolic-v1``, ...) as a team of
+    one (:class:`purejaxql.gymnax_env.GymnaxTeam`, :class:`purejaxql.craftax_env.CraftaxTeam`)."""
+    from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
     from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
     jaxmarl = import_jaxmarl()
     name = cfg.get("ENV_NAME")
     kwargs = dict(cfg.get("ENV_KWARGS") or {})
     if is_gymnax_name(name):
         return GymnaxTeam(name, **kwargs)
+    if is_craftax_name(name):
+        return CraftaxTeam(name, **kwargs)
     if name not in jaxmarl.registered_envs:
-        close = difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3) + gymnax_close_matches(name)
+        close = (difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3) + gymnax_close_matches(name)
+                 + craftax_close_matches(name))
         raise ConfigError(f"unknown ENV_NAME {name!r}" + (f"; close matches: {close}" if close else ""))
     if "SMAX" in name:
         from jaxmarl.environments.smax import map_name_to_scenario
@@ -177,6 +182,7 @@ class CTRolloutManager:
         self._has_avail = own_avail is not None and own_avail is not _base_get_avail_actions()
         self.has_won = hasattr(env, "won_battle_bonus")
         self.reports_truncation = bool(getattr(env, "reports_truncation", False))
+        self._steps_batches = callable(getattr(env, "batch_step", None))
         self.max_steps = getattr(env, "max_steps", None)
         # global state size, found by tracing one reset
         obs_shape = jax.eval_shape(self.wrapped_reset, jax.random.PRNGKey(0))[0]
@@ -220,7 +226,10 @@ class CTRolloutManager:
         return self._wrap_obs(raw_obs, state), state
 
     def wrapped_step(self, key, state, actions):
-        raw_obs, state, rewards, dones, infos = self._env.step(key, state, actions)
+        return self._wrap_step(actions, *self._env.step(key, state, actions))
+
+    def _wrap_step(self, actions, raw_obs, state, rewards, dones, infos):
+        """One env's raw step outputs -> the padded observations, team reward and infos the loops read."""
         last = None
         if self.add_last_action:  # after an auto-reset the observation starts a new episode: no previous action
             keep = 1.0 - jnp.asarray(dones["__all__"], jnp.float32)
@@ -252,6 +261,8 @@ class CTRolloutManager:
 
     @partial(jax.jit, static_argnums=0)
     def batch_step(self, key, states, actions):
+        if self._steps_batches:  # the env steps the whole batch itself (Craftax's optimistic resets)
+            return jax.vmap(self._wrap_step)(actions, *self._env.batch_step(key, states, actions))
         keys = jax.random.split(key, self.batch_size)
         return jax.vmap(self.wrapped_step)(keys, states, actions)
 

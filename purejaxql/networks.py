@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.initializers import constant
 
+from purejaxql.batch_renorm import BatchRenorm
 from purejaxql.config import NORM_TYPES
 
 __all__ = ["orthogonal", "GRU", "LSTM", "CELLS", "AgentNetwork", "NORM_TYPES", "LayerNorm", "layer_norm",
@@ -206,8 +207,9 @@ class AgentNetwork(nn.Module):
     flattened, and the observation's other features (agent id, last action) are appended before the Dense
     layers. The PQN MinAtar torso is one Conv(16, 3×3) then Dense(128), both layer-normalised.
 
-    ``norm_type`` normalises every hidden layer (``layer_norm``, ``batch_norm`` or ``none``);
-    ``norm_input`` puts a BatchNorm on the observations. PQN relies on these in place of a target
+    ``norm_type`` normalises every hidden layer (``layer_norm``, ``batch_norm``, ``batch_renorm``
+    (:mod:`purejaxql.batch_renorm`) or ``none``); ``norm_input`` puts a BatchNorm on the observations (a
+    BatchRenorm with ``norm_type="batch_renorm"``). PQN relies on these in place of a target
     network. BatchNorm layers keep running statistics in the ``batch_stats`` collection: ``train=True``
     normalises with the batch's statistics (and the caller collects the updated running ones), ``False``
     with the running ones. Layers are named ``Dense_0 .. Dense_{num_layers}`` (the last one is the
@@ -238,6 +240,8 @@ class AgentNetwork(nn.Module):
             return LayerNorm(name=name)
         if kind == "batch_norm":
             return nn.BatchNorm(use_running_average=not train, name=name)
+        if kind == "batch_renorm":
+            return BatchRenorm(use_running_average=not train, name=name)
         return lambda x: x
 
     @nn.compact
@@ -248,7 +252,8 @@ class AgentNetwork(nn.Module):
         # on (T, B, .) ones (measured for PQN's 2 x 256 MLP).
         x = obs.reshape(T * B, obs.shape[-1])
         if self.norm_input:
-            x = self._norm("batch_norm", "input_norm", train)(x)
+            x = self._norm("batch_renorm" if self.norm_type == "batch_renorm" else "batch_norm", "input_norm",
+                           train)(x)
         if self.image_shape is not None:
             x = self._convolutions(x, train)
         for i in range(self.num_layers):
