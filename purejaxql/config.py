@@ -28,8 +28,9 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "BUFFER_BATCH_SIZE": 32,       # sequences per gradient step
     "AGENT_TYPE": "rnn",           # "rnn" (GRU agent), "lstm" (LSTM agent, carries [c, h]), "ff"
                                    # (feed-forward agent) or "cnn" (feed-forward, convolutions on image obs)
-    "CNN_CHANNELS": [16],          # AGENT_TYPE=cnn: output channels of each convolution (stride 1, VALID)
+    "CNN_CHANNELS": [16],          # AGENT_TYPE=cnn: output channels of each convolution (VALID padding)
     "CNN_KERNEL_SIZES": [3],       # AGENT_TYPE=cnn: square kernel size of each convolution
+    "CNN_STRIDES": None,           # AGENT_TYPE=cnn: stride of each convolution; null = 1 for each
     "AGENT_HIDDEN_DIM": 64,        # width of the agent network
     "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
     "OBS_AGENT_ID": None,          # append a one-hot agent id to observations; default: on for shared
@@ -283,7 +284,8 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
         raise ConfigError(f"TAU must be in (0, 1], got {cfg['TAU']}")
     if cfg.get("AGENT_TYPE") not in (None,) + AGENT_TYPES:
         raise ConfigError(f"AGENT_TYPE must be one of {list(AGENT_TYPES)}, got {cfg['AGENT_TYPE']!r}")
-    _check_agent_inputs(cfg, env)
+    from purejaxql.agent_checks import check_agent_inputs  # (imports this module)
+    check_agent_inputs(cfg, env)
     if cfg.get("OPTIMIZER") not in (None, "adam", "radam"):
         raise ConfigError(f"OPTIMIZER must be 'adam' or 'radam', got {cfg['OPTIMIZER']!r}")
 
@@ -342,37 +344,6 @@ def _check_replay(cfg, rollout):
     if cfg["BUFFER_BATCH_SIZE"] > cfg["BUFFER_SIZE"]:
         raise ConfigError(f"BUFFER_BATCH_SIZE ({cfg['BUFFER_BATCH_SIZE']}) must not exceed "
                           f"BUFFER_SIZE ({cfg['BUFFER_SIZE']})")
-
-
-def _check_agent_inputs(cfg, env):
-    """AGENT_TYPE against the observations (with the env): recurrent agents take each observation as one
-    vector (an image (H, W, C) is refused); cnn agents need one CNN_KERNEL_SIZES entry per CNN_CHANNELS entry
-    and image observations of one shape for every agent, which the convolutions fit."""
-    agent_type = cfg.get("AGENT_TYPE")
-    if agent_type == "cnn":
-        for key in ("CNN_CHANNELS", "CNN_KERNEL_SIZES"):
-            v = cfg[key]
-            if not isinstance(v, (list, tuple)) or not v or any(isinstance(x, bool) or not isinstance(x, int)
-                                                                or x <= 0 for x in v):
-                raise ConfigError(f"{key} must be a non-empty list of positive integers, got {v!r}")
-            cfg[key] = list(v)
-        if len(cfg["CNN_CHANNELS"]) != len(cfg["CNN_KERNEL_SIZES"]):
-            raise ConfigError(f"CNN_CHANNELS ({cfg['CNN_CHANNELS']}) and CNN_KERNEL_SIZES "
-                              f"({cfg['CNN_KERNEL_SIZES']}) must have one entry per convolution")
-    shapes = {a: tuple(getattr(env.observation_space(a), "shape", None) or ()) for a in getattr(env, "agents", [])}
-    for agent, shape in shapes.items():
-        if agent_type in RECURRENT_AGENT_TYPES and len(shape) > 1:
-            raise ConfigError(f"AGENT_TYPE={agent_type} (a recurrent agent) needs vector observations, but agent "
-                              f"{agent!r} observes an array of shape {shape}; use AGENT_TYPE=ff (it sees the "
-                              "observation flattened)")
-        if agent_type == "cnn" and len(shape) != 3:
-            raise ConfigError(f"AGENT_TYPE=cnn needs image observations (H, W, C), but agent {agent!r} observes "
-                              f"an array of shape {shape}; use AGENT_TYPE=ff or rnn")
-        if agent_type == "cnn" and sum(k - 1 for k in cfg["CNN_KERNEL_SIZES"]) >= min(shape[:2]):
-            raise ConfigError(f"CNN_KERNEL_SIZES {cfg['CNN_KERNEL_SIZES']} do not fit the {shape[0]} x {shape[1]} "
-                              "observation image (each VALID convolution of size k takes k - 1 rows and columns)")
-    if agent_type == "cnn" and len(set(shapes.values())) > 1:
-        raise ConfigError(f"AGENT_TYPE=cnn needs one observation shape for every agent, got {shapes}")
 
 
 def _check_pqn(cfg):

@@ -66,6 +66,7 @@ def make_env(cfg: Dict[str, Any]):
     """Build the env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS): a JaxMARL env, or a gymnax one
     (``CartPole-v1``, ``Breakout-MinAtar``, ...) or a Craftax one (``Craftax-Symbolic-v1``, ...) as a team of
     one (:class:`purejaxql.gymnax_env.GymnaxTeam`, :class:`purejaxql.craftax_env.CraftaxTeam`)."""
+    from purejaxql.atari_env import EnvPoolTeam, atari_close_matches, is_atari_name
     from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
     from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
     jaxmarl = import_jaxmarl()
@@ -75,9 +76,11 @@ def make_env(cfg: Dict[str, Any]):
         return GymnaxTeam(name, **kwargs)
     if is_craftax_name(name):
         return CraftaxTeam(name, **kwargs)
+    if is_atari_name(name):
+        return EnvPoolTeam(name, seed=int(cfg.get("SEED") or 0), **kwargs)
     if name not in jaxmarl.registered_envs:
         close = (difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3) + gymnax_close_matches(name)
-                 + craftax_close_matches(name))
+                 + craftax_close_matches(name) + atari_close_matches(name))
         raise ConfigError(f"unknown ENV_NAME {name!r}" + (f"; close matches: {close}" if close else ""))
     if "SMAX" in name:
         from jaxmarl.environments.smax import map_name_to_scenario
@@ -183,9 +186,11 @@ class CTRolloutManager:
         self.has_won = hasattr(env, "won_battle_bonus")
         self.reports_truncation = bool(getattr(env, "reports_truncation", False))
         self._steps_batches = callable(getattr(env, "batch_step", None))
+        self._resets_batches = callable(getattr(env, "batch_reset", None))
         self.max_steps = getattr(env, "max_steps", None)
         # global state size, found by tracing one reset
-        obs_shape = jax.eval_shape(self.wrapped_reset, jax.random.PRNGKey(0))[0]
+        obs_shape = jax.eval_shape(self.batch_reset if self._resets_batches else self.wrapped_reset,
+                                   jax.random.PRNGKey(0))[0]
         self.state_size = int(obs_shape["__all__"].shape[-1])
 
     def __getattr__(self, name):
@@ -257,11 +262,14 @@ class CTRolloutManager:
     # ---- batched -----------------------------------------------------------------------------------
     @partial(jax.jit, static_argnums=0)
     def batch_reset(self, key):
+        if self._resets_batches:  # the env resets the whole batch itself (EnvPool's games)
+            raw_obs, states = self._env.batch_reset(key, self.batch_size)
+            return jax.vmap(self._wrap_obs)(raw_obs, states), states
         return jax.vmap(self.wrapped_reset)(jax.random.split(key, self.batch_size))
 
     @partial(jax.jit, static_argnums=0)
     def batch_step(self, key, states, actions):
-        if self._steps_batches:  # the env steps the whole batch itself (Craftax's optimistic resets)
+        if self._steps_batches:  # the env steps the whole batch itself (Craftax's optimistic resets, EnvPool)
             return jax.vmap(self._wrap_step)(actions, *self._env.batch_step(key, states, actions))
         keys = jax.random.split(key, self.batch_size)
         return jax.vmap(self.wrapped_step)(keys, states, actions)

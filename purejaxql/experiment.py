@@ -247,6 +247,10 @@ def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run
     train_cfg = resolve_config(alg_cfg, spec, env)  # the one resolution: saved, resumed, tuned, trained
     run_keys = {k: v for k, v in top.items() if k not in ("RESUME", "EVAL_ONLY")}
     num_seeds = int(top.get("TUNE_NUM_SEEDS", 4) if top.get("HYP_TUNE") else top.get("NUM_SEEDS", 1))
+    if getattr(env, "runs_on_host", False) and (num_seeds > 1 or top.get("HYP_TUNE") or top.get("DISTRIBUTED")):
+        raise ConfigError(f"{cfg['ENV_NAME']} runs its games outside the program (EnvPool): one seed per process, "
+                          f"so NUM_SEEDS must be 1 and HYP_TUNE / DISTRIBUTED off (got NUM_SEEDS={num_seeds}, "
+                          f"HYP_TUNE={top.get('HYP_TUNE')}); run seeds as separate processes (hydra -m SEED=0,1,2)")
     tune = tune_grid(train_cfg, spec, env) if top.get("HYP_TUNE") else None
     program = spec.make_train(train_cfg, env, pretrained)  # built before the run folder starts: it checks too
     saved_alg = settable(train_cfg)

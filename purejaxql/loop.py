@@ -76,9 +76,10 @@ def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
     inputs = {"add_agent_id": cfg["OBS_AGENT_ID"], "add_last_action": cfg.get("OBS_LAST_ACTION", False)}
     wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], **inputs)
     cnn = {}
-    if cfg["AGENT_TYPE"] == "cnn":  # every agent observes an image of one shape (config._check_agent_inputs)
+    if cfg["AGENT_TYPE"] == "cnn":  # every agent observes an image of one shape (agent_checks.check_agent_inputs)
         cnn = dict(image_shape=tuple(env.observation_space(wrapped.agents[0]).shape),
-                   cnn_channels=tuple(cfg["CNN_CHANNELS"]), cnn_kernel_sizes=tuple(cfg["CNN_KERNEL_SIZES"]))
+                   cnn_channels=tuple(cfg["CNN_CHANNELS"]), cnn_kernel_sizes=tuple(cfg["CNN_KERNEL_SIZES"]),
+                   cnn_strides=tuple(cfg["CNN_STRIDES"]))
     network = AgentNetwork(action_dim=wrapped.max_action_space, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
                            init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES,
                            cell="lstm" if cfg["AGENT_TYPE"] == "lstm" else "gru",

@@ -92,12 +92,13 @@ class Spec:
 
 
 # Single-agent PQN under the original PQN scripts' command names: pqn_ps (MIXER none, one agent) on a gymnax
-# or Craftax env (purejaxql.gymnax_env, purejaxql.craftax_env), each with its own default config.
+# Craftax or EnvPool Atari env (purejaxql.gymnax_env, craftax_env, atari_env), each with its own default config.
 SINGLE_AGENT_SPECS = [Spec("pqn", "ps", entry="pqn_gymnax", default_config="pqn_cartpole"),
                       Spec("pqn", "ps", entry="pqn_minatar", default_config="pqn_minatar"),
                       Spec("pqn", "ps", entry="pqn_rnn_gymnax", default_config="pqn_rnn_memory_chain"),
                       Spec("pqn", "ps", entry="pqn_rnn_craftax", default_config="pqn_rnn_craftax"),
-                      Spec("pqn", "ps", entry="pqn_craftax", default_config="pqn_craftax")]
+                      Spec("pqn", "ps", entry="pqn_craftax", default_config="pqn_craftax"),
+                      Spec("pqn", "ps", entry="pqn_atari", default_config="pqn_atari")]
 
 SPECS: Dict[str, Spec] = {s.module: s for s in
                           [Spec(a, v) for a in ALGORITHMS for v in VARIANTS] +

@@ -7,7 +7,6 @@ commands train (Craftax-Classic-Symbolic at toy sizes; Craftax-Symbolic itself i
 """
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

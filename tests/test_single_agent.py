@@ -176,7 +176,7 @@ def test_bad_input_is_named():
     with pytest.raises(ConfigError, match="CNN_KERNEL_SIZES must be a non-empty list of positive integers"):
         resolve_config({**tiny(), "AGENT_TYPE": "cnn", "CNN_KERNEL_SIZES": [0]}, SPECS["pqn_minatar"])
     breakout = make_env({"ENV_NAME": "Breakout-MinAtar"})
-    with pytest.raises(ConfigError, match=r"CNN_KERNEL_SIZES \[5, 7\] do not fit the 10 x 10"):
+    with pytest.raises(ConfigError, match=r"CNN_KERNEL_SIZES \[5, 7\] with CNN_STRIDES \[1, 1\] do not fit the 10 x 10"):
         resolve_config({**tiny(), "AGENT_TYPE": "cnn", "CNN_CHANNELS": [4, 4], "CNN_KERNEL_SIZES": [5, 7]},
                        SPECS["pqn_minatar"], breakout)
     from purejaxql.pretrained import network_of

@@ -1,0 +1,159 @@
+"""Atari through EnvPool (Weng et al. 2022) as a team of one: ``Pong-v5``, ``Breakout-v5``, ... (every id in
+``envpool.list_all_envs()`` ending in ``-v5``). The games run in EnvPool's C++ threads; the learner runs in
+the compiled program. Needs the ``atari`` extra: ``pip install -e ".[atari]"`` (EnvPool ships the game
+files in ``envpool-assets``).
+
+**How the program talks to EnvPool.** :meth:`EnvPoolTeam.batch_reset` and :meth:`EnvPoolTeam.batch_step`
+(which ``CTRolloutManager`` calls for a whole batch) are ordered host callbacks (``jax.experimental.
+io_callback``): the pool resets or steps all its B games at once and hands back uint8 frames, which the
+program turns into (84, 84, 4) images in [0, 1] for the convolutional agent. Each call site that resets a
+batch (the training envs; the evaluation envs) gets its own pool, made the first time the program runs it;
+the env state the program carries is that pool's number, so a checkpoint holds no pointer into this
+process and a resumed run reaches its pool by number (rebuilt and reset when the process is new). EnvPool's
+own XLA custom calls also run on JAX 0.10, but their state is such a pointer. Consequences:
+
+* one seed per process: ``NUM_SEEDS`` > 1, HYP_TUNE's vmapped grid and sharding are refused (the pool is not
+  a JAX value to vmap); runs are not bit-reproducible (EnvPool's threads draw from their own generator,
+  seeded by SEED);
+* EnvPool resets a finished game on the *next* step (that step ignores its action and pays 0): here as in the
+  original PQN Atari script, that one transition per episode goes into the loss;
+* ``episodic_life: True`` (the original setting) ends an episode at every lost life, and ``reward_clip``
+  clips rewards to [-1, 1]: the returns this run reports are then per life and clipped. Set both False
+  (``alg.ENV_KWARGS.episodic_life=False alg.ENV_KWARGS.reward_clip=False``) for game scores.
+
+``ENV_KWARGS`` go to ``envpool.make`` (``episodic_life``, ``reward_clip``, ``frame_skip``, ``noop_max``,
+``repeat_action_probability``, ``max_episode_steps``, ``img_height``, ...); an unknown key is named.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+from typing import Any, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import io_callback
+
+from purejaxql.config import ConfigError
+from purejaxql.gymnax_env import AGENT
+
+__all__ = ["is_atari_name", "atari_close_matches", "EnvPoolTeam"]
+
+
+def _envpool(name: str = "Atari"):
+    try:
+        import envpool
+    except ImportError:
+        raise ConfigError(f"ENV_NAME {name} needs the atari extra (EnvPool), which is not installed: "
+                          f'pip install -e ".[atari]"  (or: pip install envpool)') from None
+    return envpool
+
+
+def is_atari_name(name: Any) -> bool:
+    """An Atari id by its form (``<Game>-v5``), so a missing EnvPool is reported by name."""
+    return isinstance(name, str) and name.endswith("-v5") and "-" not in name[:-3]
+
+
+def atari_close_matches(name: str):
+    """EnvPool Atari ids close to a misspelt ``name`` (none when EnvPool is not installed)."""
+    try:
+        import envpool
+    except ImportError:
+        return []
+    return difflib.get_close_matches(str(name), [e for e in envpool.list_all_envs() if e.endswith("-v5")], n=3)
+
+
+class _Space:
+    def __init__(self, shape=(), n=None):
+        self.shape, self.dtype = tuple(shape), jnp.float32
+        if n is not None:
+            self.n = n
+
+
+class EnvPoolTeam:
+    """An EnvPool Atari game presented as a one-agent ``MultiAgentEnv`` that steps whole batches.
+
+    Args:
+        name: an EnvPool Atari id (``Pong-v5``).
+        seed: EnvPool's seed for the games (the run's SEED).
+        **kwargs: ``envpool.make`` options.
+    """
+
+    time_limit_truncates = True   # max_episode_steps cuts are truncations ...
+    reports_truncation = True     # ... marked by infos["truncated"]
+    runs_on_host = True           # one seed per process (purejaxql.experiment refuses NUM_SEEDS > 1)
+
+    def __init__(self, name: str, seed: int = 0, **kwargs):
+        envpool = _envpool(name)
+        if name not in envpool.list_all_envs():
+            close = atari_close_matches(name)
+            raise ConfigError(f"unknown ENV_NAME {name!r} (EnvPool Atari)" +
+                              (f"; close matches: {close}" if close else ""))
+        try:
+            spec = envpool.make_spec(name, **kwargs)
+        except Exception as e:
+            raise ConfigError(f"ENV_KWARGS {sorted(kwargs)} for {name}: {e}") from None
+        self.name, self.agents, self.num_agents = name, [AGENT], 1
+        self._make = lambda B: envpool.make(name, env_type="gymnasium", num_envs=B, batch_size=B,
+                                            seed=int(seed), **kwargs)
+        c, h, w = spec.observation_space.shape          # EnvPool: (frames, H, W) uint8
+        self._frames = (c, h, w)
+        self._observation_space = _Space((h, w, c))
+        self._action_space = _Space(n=int(spec.action_space.n))
+        self.max_steps = int(spec.config.max_episode_steps)
+        self._pools: Dict[int, Any] = {}
+        self._ids = itertools.count()
+
+    def observation_space(self, agent: str = AGENT):
+        return self._observation_space
+
+    def action_space(self, agent: str = AGENT):
+        return self._action_space
+
+    # ---- host side -----------------------------------------------------------------------------------
+    def _pool(self, pid: int, B: int):
+        """Pool ``pid`` of B games, made and reset the first time it is asked for."""
+        pool = self._pools.get(pid)
+        if pool is None:
+            pool = self._pools[pid] = self._make(B)
+            pool.reset()
+        return pool
+
+    def _host_reset(self, pid, B):
+        obs, _ = self._pool(int(pid), B).reset()
+        return np.asarray(obs, np.uint8)
+
+    def _host_step(self, pid, actions):
+        obs, rew, term, trunc, _ = self._pool(int(pid), actions.shape[0]).step(np.asarray(actions, np.int32))
+        return (np.asarray(obs, np.uint8), np.asarray(rew, np.float32), np.asarray(term, bool),
+                np.asarray(trunc, bool))
+
+    # ---- in the program ------------------------------------------------------------------------------
+    def _images(self, frames):
+        """(B, C, H, W) uint8 -> {agent: (B, H, W, C) float32 in [0, 1]}."""
+        return {AGENT: jnp.transpose(frames, (0, 2, 3, 1)).astype(jnp.float32) / 255.0}
+
+    def batch_reset(self, key, batch_size: int):
+        """Reset a pool of ``batch_size`` games (a new pool for each call site) -> (obs, state (B,) pool id)."""
+        pid = jnp.int32(next(self._ids))
+        frames = io_callback(lambda p: self._host_reset(p, batch_size),
+                             jax.ShapeDtypeStruct((batch_size,) + self._frames, jnp.uint8), pid, ordered=True)
+        return self._images(frames), jnp.full((batch_size,), pid, jnp.int32)
+
+    def batch_step(self, key, states, actions: Dict[str, Any]):
+        action = actions[AGENT]
+        B = action.shape[0]
+        shapes = (jax.ShapeDtypeStruct((B,) + self._frames, jnp.uint8), jax.ShapeDtypeStruct((B,), jnp.float32),
+                  jax.ShapeDtypeStruct((B,), jnp.bool_), jax.ShapeDtypeStruct((B,), jnp.bool_))
+        frames, reward, term, trunc = io_callback(self._host_step, shapes, states[0], action.astype(jnp.int32),
+                                                  ordered=True)
+        done = term | trunc
+        return (self._images(frames), states, {AGENT: reward}, {AGENT: done, "__all__": done},
+                {"truncated": trunc & ~term})
+
+    def reset(self, key):
+        raise NotImplementedError("EnvPool games are reset a batch at a time (batch_reset)")
+
+    def step(self, key, state, actions):
+        raise NotImplementedError("EnvPool games are stepped a batch at a time (batch_step)")
