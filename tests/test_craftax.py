@@ -3,7 +3,8 @@
 The adapter's unbatched step is Craftax's own auto-resetting step (same keys, same worlds), its batched step
 builds only B / optimistic_reset_ratio worlds and hands them out in the order the episodes ended, the time
 limit is told apart from a real ending, a missing craftax install is named, and the two shipped Craftax
-commands train (Craftax-Classic-Symbolic at toy sizes; Craftax-Symbolic itself in the slow suite).
+commands train at toy sizes (pqn_craftax on Craftax-Classic-Symbolic; pqn_rnn_craftax on Craftax-Symbolic
+itself in the slow suite).
 """
 import sys
 
@@ -164,8 +165,8 @@ def toy(config, **extra):
 
 @pytest.mark.parametrize("module,config,extra", [
     (pqn_craftax, "pqn_craftax", {"NUM_STEPS": 4}),
-    pytest.param(pqn_rnn_craftax, "pqn_rnn_craftax", {"NUM_STEPS": 4, "NUM_MINIBATCHES": 2},
-                 marks=pytest.mark.slow)])
+    pytest.param(pqn_rnn_craftax, "pqn_rnn_craftax", {"NUM_STEPS": 4, "NUM_MINIBATCHES": 2,
+                                                      "ENV_NAME": "Craftax-Symbolic-v1"}, marks=pytest.mark.slow)])
 def test_shipped_craftax_commands_train_and_evaluate(module, config, extra):
     cfg = toy(config, **extra)
     env = make_env(cfg)
