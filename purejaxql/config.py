@@ -37,6 +37,8 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
                                    # parameters (_ps), off for per-agent parameters (_ns)
     "OBS_LAST_ACTION": False,      # append the one-hot of the agent's previous action to its observation
                                    # (zeros at each episode's first step; pymarl's obs_last_action)
+    "STATE_LAST_ACTION": False,    # append every agent's previous action (one-hot) to the global state the
+                                   # mixer reads (zeros at each episode's first step; pymarl's state_last_action)
     "EPSILON_START": 1.0,          # ε-greedy: initial ε
     "EPSILON_FINISH": 0.05,        # ε-greedy: final ε
     "EPSILON_ANNEAL_TIME": None,   # env steps over which ε anneals linearly; default 10% of TOTAL_TIMESTEPS
@@ -78,7 +80,7 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
 PQN_DEFAULTS: Dict[str, Any] = {
     **{k: v for k, v in Q_LEARNING_DEFAULTS.items()
        if k not in ("BUFFER_SIZE", "BUFFER_BATCH_SIZE", "TARGET_UPDATE_INTERVAL", "TAU", "LEARNING_STARTS",
-                    "TD_LAMBDA", "PER", "PER_ALPHA", "PER_BETA", "PER_ETA", "REW_NORM")},
+                    "TD_LAMBDA", "PER", "PER_ALPHA", "PER_BETA", "PER_ETA", "REW_NORM", "STATE_LAST_ACTION")},
     "NUM_ENVS": 128,
     "NUM_STEPS": 16,               # steps per env per rollout (T)
     "NUM_EPOCHS": 4,               # passes over each rollout
@@ -158,7 +160,7 @@ NORM_TYPES = ("layer_norm", "batch_norm", "batch_renorm", "none")  # PQN's NORM_
 AGENT_TYPES = ("ff", "rnn", "lstm", "cnn")  # AGENT_TYPE: feed-forward, GRU, LSTM, convolutional (networks.AgentNetwork)
 RECURRENT_AGENT_TYPES = ("rnn", "lstm")     # the agent types that carry a hidden state
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID", "PER",
-             "REW_NORM", "OBS_LAST_ACTION", "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
+             "REW_NORM", "OBS_LAST_ACTION", "STATE_LAST_ACTION", "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
 
 
 def settable(cfg: Mapping[str, Any]) -> Dict[str, Any]:

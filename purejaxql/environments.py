@@ -150,10 +150,13 @@ class CTRolloutManager:
         add_last_action: with ``preprocess_obs``, append the one-hot of the agent's previous action before
             the agent id (default False). It needs no state of its own: the observation a step returns
             follows the actions that step took, unless the episode ended and the env auto-reset.
+        add_state_last_action: append every agent's previous action (one-hot, padded action count, in
+            agent order; zeros after a reset) to the global state ``obs["__all__"]`` (default False).
     """
 
     def __init__(self, env, batch_size: int, training_agents: Optional[Sequence[str]] = None,
-                 preprocess_obs: bool = True, add_agent_id: bool = True, add_last_action: bool = False):
+                 preprocess_obs: bool = True, add_agent_id: bool = True, add_last_action: bool = False,
+                 add_state_last_action: bool = False):
         self._env = env
         self.batch_size = int(batch_size)
         self.agents = list(env.agents)
@@ -162,6 +165,7 @@ class CTRolloutManager:
         self.preprocess_obs = preprocess_obs
         self.add_agent_id = preprocess_obs and add_agent_id
         self.add_last_action = preprocess_obs and add_last_action
+        self.add_state_last_action = add_state_last_action
         unknown = [a for a in self.training_agents if a not in self.agents]
         if unknown:
             raise ConfigError(f"training agent {unknown[0]!r} is not an agent of the env ({self.agents})")
@@ -216,14 +220,17 @@ class CTRolloutManager:
 
     def _wrap_obs(self, raw_obs, state, last_actions=None):
         """``last_actions``: {agent: (A,)} one-hot of the action that led to ``raw_obs`` (None: none, as
-        after a reset, or ``add_last_action`` is off)."""
+        after a reset, or neither last-action input is on)."""
+        none = jnp.zeros((self.max_action_space,))
+        last = {a: none if last_actions is None else last_actions[a] for a in self.agents}
         if self.preprocess_obs:
-            none = jnp.zeros((self.max_action_space if self.add_last_action else 0,))
-            obs = {a: self._preprocess_obs(raw_obs[a], none if last_actions is None else last_actions[a],
+            obs = {a: self._preprocess_obs(raw_obs[a], last[a] if self.add_last_action else none[:0],
                                            self.agents_one_hot[a]) for a in self.agents}
         else:
             obs = {a: raw_obs[a] for a in self.agents}
         obs["__all__"] = self.global_state(raw_obs, state)
+        if self.add_state_last_action:   # (S,) -> (S + N·A,)
+            obs["__all__"] = jnp.concatenate([obs["__all__"]] + [last[a] for a in self.agents])
         return obs
 
     def wrapped_reset(self, key):
@@ -236,7 +243,7 @@ class CTRolloutManager:
     def _wrap_step(self, actions, raw_obs, state, rewards, dones, infos):
         """One env's raw step outputs -> the padded observations, team reward and infos the loops read."""
         last = None
-        if self.add_last_action:  # after an auto-reset the observation starts a new episode: no previous action
+        if self.add_last_action or self.add_state_last_action:  # after an auto-reset: no previous action
             keep = 1.0 - jnp.asarray(dones["__all__"], jnp.float32)
             last = {a: jax.nn.one_hot(actions[a], self.max_action_space) * keep for a in self.agents}
         obs = self._wrap_obs(raw_obs, state, last)

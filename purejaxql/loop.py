@@ -73,7 +73,8 @@ def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
     for. When some agents are frozen pretrained ones (``agents.trained_idx``), the team reward, global
     state and reported team return cover only the agents that learn."""
     cfg = dict(cfg)
-    inputs = {"add_agent_id": cfg["OBS_AGENT_ID"], "add_last_action": cfg.get("OBS_LAST_ACTION", False)}
+    inputs = {"add_agent_id": cfg["OBS_AGENT_ID"], "add_last_action": cfg.get("OBS_LAST_ACTION", False),
+              "add_state_last_action": cfg.get("STATE_LAST_ACTION", False)}
     wrapped = CTRolloutManager(env, cfg["NUM_ENVS"], **inputs)
     cnn = {}
     if cfg["AGENT_TYPE"] == "cnn":  # every agent observes an image of one shape (agent_checks.check_agent_inputs)

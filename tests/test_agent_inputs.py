@@ -198,11 +198,14 @@ def check_trained(train, metrics, runner, evaluated=False):
 
 
 @pytest.mark.parametrize("module,extra", [
-    (qmix_ns, {}),
-    pytest.param(iql_ps, {"OBS_LAST_ACTION": True}, marks=pytest.mark.slow)], ids=["qmix_ns", "iql_ps_last_action"])
+    (qmix_ns, {"STATE_LAST_ACTION": True}),
+    pytest.param(iql_ps, {"OBS_LAST_ACTION": True}, marks=pytest.mark.slow)],
+    ids=["qmix_ns_state_last_action", "iql_ps_last_action"])
 def test_replay_learners_train_lstm_agents(module, extra):
     train = module.make_train({**REPLAY, "TEST_DURING_TRAINING": False, **extra}, ECHO)
-    assert train.env.obs_size == RAW + (A if extra else 0) + (N if module is iql_ps else 0)
+    assert train.env.obs_size == RAW + (A if "OBS_LAST_ACTION" in extra else 0) + (N if module is iql_ps else 0)
+    plain_state = CTRolloutManager(ECHO, 2).state_size
+    assert train.env.state_size == plain_state + (N * A if "STATE_LAST_ACTION" in extra else 0)
     out = jax.jit(train)(jax.random.PRNGKey(0))
     check_trained(train, out["metrics"], out["runner_state"])
     # the replay buffer stores the LSTM's [c, h] as the sequences' hidden state
@@ -255,10 +258,13 @@ def test_pqn_lstm_with_memory_window_trains_and_replays_what_the_actor_saw():
     ({"ENV_NAME": "HeuristicEnemySMAX", "MAP_NAME": "3m", "ENV_KWARGS": {"max_steps": 12}}, 40)],
     ids=["mpe_spread", "smax_3m"])
 def test_last_action_is_the_previous_action_and_zero_at_each_episode_start(env_cfg, steps):
+    """OBS_LAST_ACTION (each agent's own, in its observation) and STATE_LAST_ACTION (every agent's, in the
+    global state)."""
     env = make_env(env_cfg)
     Bn = 4
     plain = CTRolloutManager(env, Bn)
     with_last = CTRolloutManager(env, Bn, add_last_action=True)
+    in_state = CTRolloutManager(env, Bn, add_state_last_action=True)
     Na, An, L = plain.num_agents, plain.max_action_space, plain.max_obs_length
     assert with_last.obs_size == plain.obs_size + An
 
@@ -267,6 +273,7 @@ def test_last_action_is_the_previous_action_and_zero_at_each_episode_start(env_c
         k_reset, k_run = jax.random.split(key)
         obs_p, _ = plain.batch_reset(k_reset)
         obs_l, state = with_last.batch_reset(k_reset)
+        obs_s, _ = in_state.batch_reset(k_reset)
 
         def step(c, k):
             state, _ = c
@@ -275,26 +282,34 @@ def test_last_action_is_the_previous_action_and_zero_at_each_episode_start(env_c
             acts = {a: with_last.batch_sample(kk, a, avail[a])
                     for a, kk in zip(with_last.agents, jax.random.split(k_act, Na))}
             o_p, _, _, _, _ = plain.batch_step(k_step, state, acts)
+            o_s, _, _, _, _ = in_state.batch_step(k_step, state, acts)
             o_l, state, _, dones, _ = with_last.batch_step(k_step, state, acts)
             return (state, None), (stack_agents(o_p, plain.agents), stack_agents(o_l, plain.agents),
-                                   stack_agents(acts, plain.agents), dones["__all__"])
-        _, (o_p, o_l, acts, done) = jax.lax.scan(step, (state, None), jax.random.split(k_run, steps))
+                                   stack_agents(acts, plain.agents), dones["__all__"],
+                                   o_p["__all__"], o_s["__all__"])
+        _, (o_p, o_l, acts, done, s_p, s_s) = jax.lax.scan(step, (state, None), jax.random.split(k_run, steps))
         first_p = stack_agents(obs_p, plain.agents)[None]
         first_l = stack_agents(obs_l, plain.agents)[None]
-        return jnp.concatenate([first_p, o_p]), jnp.concatenate([first_l, o_l]), acts, done
+        return (jnp.concatenate([first_p, o_p]), jnp.concatenate([first_l, o_l]), acts, done,
+                jnp.concatenate([obs_p["__all__"][None], s_p]), jnp.concatenate([obs_s["__all__"][None], s_s]))
 
-    o_p, o_l, acts, done = jax.tree.map(np.asarray, run(jax.random.PRNGKey(0)))
+    o_p, o_l, acts, done, s_p, s_s = jax.tree.map(np.asarray, run(jax.random.PRNGKey(0)))
     # o_*[t] (t = 0..steps) observed before the t-th action; acts[t], done[t] of step t
     starts = np.concatenate([np.ones((1, Bn), bool), done])                      # (steps + 1, B)
     assert done.sum() >= Bn and done[:-1].any()  # auto-resets happen, and are followed by steps
     # the observation without the option, and the agent id, are where they were
-    np.testing.assert_array_equal(o_l[..., :L], o_p[..., :L])
+    np.testing.assert_allclose(o_l[..., :L], o_p[..., :L], atol=1e-5)  # (one program: XLA may fuse the copies apart)
     np.testing.assert_array_equal(o_l[..., L + An:], o_p[..., L:])
     np.testing.assert_array_equal(o_l[..., L + An:], np.broadcast_to(np.eye(Na), o_l.shape[:2] + (Na, Na)))
     last = o_l[..., L:L + An]                                                     # (steps + 1, B, N, A)
     want = np.eye(An)[np.concatenate([np.zeros((1, Bn, Na), int), acts])] * ~starts[..., None, None]
     np.testing.assert_array_equal(last, want)
     assert (last[starts] == 0).all() and (last[~starts].sum(-1) == 1).all()  # zero exactly at episode starts
+    # the global state: unchanged, then every agent's previous action in agent order
+    S = plain.state_size
+    assert in_state.state_size == S + Na * An and with_last.state_size == S
+    np.testing.assert_allclose(s_s[..., :S], s_p, atol=1e-5)
+    np.testing.assert_array_equal(s_s[..., S:], want.reshape(want.shape[:2] + (Na * An,)))
 
 
 # ---------------------------------------------------------------------------------------------------
