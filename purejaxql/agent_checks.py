@@ -14,9 +14,9 @@ def check_agent_inputs(cfg, env) -> None:
     CNN_CHANNELS entry and image observations of one shape for every agent, which the convolutions fit."""
     agent_type = cfg.get("AGENT_TYPE")
     if agent_type == "cnn":
-        if cfg.get("CNN_STRIDES") is None:
-            cfg["CNN_STRIDES"] = [1] * len(cfg["CNN_CHANNELS"] or [])
         for key in ("CNN_CHANNELS", "CNN_KERNEL_SIZES", "CNN_STRIDES"):
+            if key == "CNN_STRIDES" and cfg.get(key) is None:
+                cfg[key] = [1] * len(cfg["CNN_CHANNELS"])   # (a list by now)
             v = cfg[key]
             if not isinstance(v, (list, tuple)) or not v or any(isinstance(x, bool) or not isinstance(x, int)
                                                                 or x <= 0 for x in v):

@@ -6,17 +6,24 @@ files in ``envpool-assets``).
 **How the program talks to EnvPool.** :meth:`EnvPoolTeam.batch_reset` and :meth:`EnvPoolTeam.batch_step`
 (which ``CTRolloutManager`` calls for a whole batch) are ordered host callbacks (``jax.experimental.
 io_callback``): the pool resets or steps all its B games at once and hands back uint8 frames, which the
-program turns into (84, 84, 4) images in [0, 1] for the convolutional agent. Each call site that resets a
-batch (the training envs; the evaluation envs) gets its own pool, made the first time the program runs it;
-the env state the program carries is that pool's number, so a checkpoint holds no pointer into this
-process and a resumed run reaches its pool by number (rebuilt and reset when the process is new). EnvPool's
-own XLA custom calls also run on JAX 0.10, but their state is such a pointer. Consequences:
+program turns into (84, 84, 4) images in [0, 1] for the convolutional agent. Each ``CTRolloutManager`` (the
+training envs; the evaluation envs) gets its own pool: its ``batch_reset`` is traced once and draws a pool
+number then, and the pool is made the first time the program runs that reset. The env state the program
+carries is the pool's number, so a checkpoint holds no pointer into this process and a resumed run reaches
+its pool by number (managers are built in the same order in every process; the pool is rebuilt and reset
+when the process is new). EnvPool's own XLA custom calls also run on JAX 0.10, but their state is such a
+pointer. Consequences:
 
 * one seed per process: ``NUM_SEEDS`` > 1, HYP_TUNE's vmapped grid and sharding are refused (the pool is not
   a JAX value to vmap); runs are not bit-reproducible (EnvPool's threads draw from their own generator,
   seeded by SEED);
 * EnvPool resets a finished game on the *next* step (that step ignores its action and pays 0): here as in the
   original PQN Atari script, that one transition per episode goes into the loss;
+* RESUME in a new process restarts the games (a fresh pool) while the restored carry holds the last
+  observations of the old ones: the first transition after resuming joins two games, and the episode then
+  running reports a return that mixes them;
+* the greedy evaluation stops training while it plays (``TEST_NUM_ENVS`` games until each has ended, at
+  most ``TEST_NUM_STEPS``); the original plays its test games beside the training ones;
 * ``episodic_life: True`` (the original setting) ends an episode at every lost life, and ``reward_clip``
   clips rewards to [-1, 1]: the returns this run reports are then per life and clipped. Set both False
   (``alg.ENV_KWARGS.episodic_life=False alg.ENV_KWARGS.reward_clip=False``) for game scores.
@@ -94,6 +101,10 @@ class EnvPoolTeam:
             spec = envpool.make_spec(name, **kwargs)
         except Exception as e:
             raise ConfigError(f"ENV_KWARGS {sorted(kwargs)} for {name}: {e}") from None
+        if len(spec.observation_space.shape) != 3 or not hasattr(spec.action_space, "n"):
+            raise ConfigError(f"ENV_NAME {name} is not an Atari game (EnvPool gives observations of shape "
+                              f"{spec.observation_space.shape} and {type(spec.action_space).__name__} actions); "
+                              "the EnvPool adapter takes its Atari games (discrete actions, stacked frames)")
         self.name, self.agents, self.num_agents = name, [AGENT], 1
         self._make = lambda B: envpool.make(name, env_type="gymnasium", num_envs=B, batch_size=B,
                                             seed=int(seed), **kwargs)
@@ -135,7 +146,8 @@ class EnvPoolTeam:
         return {AGENT: jnp.transpose(frames, (0, 2, 3, 1)).astype(jnp.float32) / 255.0}
 
     def batch_reset(self, key, batch_size: int):
-        """Reset a pool of ``batch_size`` games (a new pool for each call site) -> (obs, state (B,) pool id)."""
+        """Reset a pool of ``batch_size`` games (a new pool number each time this is traced) -> (obs, state (B,)
+        the pool's number)."""
         pid = jnp.int32(next(self._ids))
         frames = io_callback(lambda p: self._host_reset(p, batch_size),
                              jax.ShapeDtypeStruct((batch_size,) + self._frames, jnp.uint8), pid, ordered=True)

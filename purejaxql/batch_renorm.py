@@ -13,7 +13,9 @@ running mean μ and std σ = sqrt(var + ε):
 
 (sg: no gradient through r and d). For the first ``warmup_steps`` training calls r = 1 and d = 0 (plain
 BatchNorm) while the running statistics settle. Every training call moves them:
-μ ← μ + (1 − m)(μ_B − μ), var ← var + (1 − m)(var_B − var), m = ``momentum``. The running statistics and the
+μ ← μ + (1 − m)(μ_B − μ), var ← var + (1 − m)(var_B − var), m = ``momentum`` (var_B biased, as flax's
+BatchNorm). Defaults as the original PQN Craftax code: m = 0.999, ε = 1e-3, r_max = 3, d_max = 5, 1000
+warm-up calls. The running statistics and the
 call count live in the ``batch_stats`` collection, like ``flax.linen.BatchNorm``'s, so the loops carry them
 the same way. Statistics are taken over every axis but the last (features).
 """
@@ -28,11 +30,11 @@ __all__ = ["BatchRenorm"]
 
 class BatchRenorm(nn.Module):
     use_running_average: bool = False
-    momentum: float = 0.99
+    momentum: float = 0.999
     epsilon: float = 1e-3
     r_max: float = 3.0
     d_max: float = 5.0
-    warmup_steps: int = 100_000
+    warmup_steps: int = 1000
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

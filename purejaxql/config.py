@@ -89,7 +89,8 @@ PQN_DEFAULTS: Dict[str, Any] = {
     "AGENT_HIDDEN_DIM": 256,
     "NUM_LAYERS": 2,               # hidden Dense layers of the agent network (before the GRU if any)
     "NORM_TYPE": "layer_norm",     # after each hidden Dense: layer_norm | batch_norm | batch_renorm | none
-    "NORM_INPUT": False,           # BatchNorm on the observations (Batch Renorm with NORM_TYPE=batch_renorm)
+    "NORM_INPUT": False,           # normalise the observations (with INPUT_NORM_TYPE)
+    "INPUT_NORM_TYPE": "batch_norm",  # NORM_INPUT's normalisation: batch_norm | batch_renorm
     "MEMORY_WINDOW": 0,            # GRU agents: steps of the previous rollout replayed before each rollout
                                    # to warm up the hidden state (context only, not in the loss)
     "LR_LINEAR_DECAY": False,
@@ -355,6 +356,8 @@ def _check_pqn(cfg):
         raise ConfigError(f"MIXER must be 'vdn' or 'none', got {cfg['MIXER']!r}")
     if cfg["NORM_TYPE"] not in NORM_TYPES:
         raise ConfigError(f"NORM_TYPE must be one of {list(NORM_TYPES)}, got {cfg['NORM_TYPE']!r}")
+    if cfg["INPUT_NORM_TYPE"] not in ("batch_norm", "batch_renorm"):
+        raise ConfigError(f"INPUT_NORM_TYPE must be 'batch_norm' or 'batch_renorm', got {cfg['INPUT_NORM_TYPE']!r}")
     cfg["MEMORY_WINDOW"] = _number(cfg, "MEMORY_WINDOW", lambda v: int(float(v)))
     if cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES:
         if not 0 <= cfg["MEMORY_WINDOW"] <= cfg["NUM_STEPS"]:

@@ -22,6 +22,7 @@ from purejaxql.checkpoint import (agent_params, checkpoint_path, load_checkpoint
                                   write_json)
 from purejaxql.config import ConfigError, check_run_keys, resolve_config, settable
 from purejaxql.driver import run_training
+from purejaxql.atari_env import is_atari_name
 from purejaxql.environments import env_label, make_env
 from purejaxql.loop import eval_key
 from purejaxql.run_folder import (RESULT_NEUTRAL_KEYS, Recorder, TrainingStopped, config_differences, resume_point,
@@ -234,6 +235,9 @@ def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run
     if top.get("EVAL_ONLY"):
         return evaluate_checkpoint(str(top["EVAL_ONLY"]), {**top, **alg_cfg}, spec)
     check_run_keys(top)
+    if top.get("DISTRIBUTED") and is_atari_name(alg_cfg.get("ENV_NAME")):   # refused before joining a cluster
+        raise ConfigError(f"{alg_cfg['ENV_NAME']} runs its games outside the program (EnvPool): one seed per "
+                          "process, so DISTRIBUTED must be off")
     if top.get("DISTRIBUTED"):
         run_dir, top = start_distributed(run_dir, top)
     state_path = None
@@ -247,9 +251,9 @@ def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run
     train_cfg = resolve_config(alg_cfg, spec, env)  # the one resolution: saved, resumed, tuned, trained
     run_keys = {k: v for k, v in top.items() if k not in ("RESUME", "EVAL_ONLY")}
     num_seeds = int(top.get("TUNE_NUM_SEEDS", 4) if top.get("HYP_TUNE") else top.get("NUM_SEEDS", 1))
-    if getattr(env, "runs_on_host", False) and (num_seeds > 1 or top.get("HYP_TUNE") or top.get("DISTRIBUTED")):
+    if getattr(env, "runs_on_host", False) and (num_seeds > 1 or top.get("HYP_TUNE")):
         raise ConfigError(f"{cfg['ENV_NAME']} runs its games outside the program (EnvPool): one seed per process, "
-                          f"so NUM_SEEDS must be 1 and HYP_TUNE / DISTRIBUTED off (got NUM_SEEDS={num_seeds}, "
+                          f"so NUM_SEEDS must be 1 and HYP_TUNE off (got NUM_SEEDS={num_seeds}, "
                           f"HYP_TUNE={top.get('HYP_TUNE')}); run seeds as separate processes (hydra -m SEED=0,1,2)")
     tune = tune_grid(train_cfg, spec, env) if top.get("HYP_TUNE") else None
     program = spec.make_train(train_cfg, env, pretrained)  # built before the run folder starts: it checks too

@@ -208,8 +208,8 @@ class AgentNetwork(nn.Module):
     layers. The PQN MinAtar torso is one Conv(16, 3×3) then Dense(128), both layer-normalised.
 
     ``norm_type`` normalises every hidden layer (``layer_norm``, ``batch_norm``, ``batch_renorm``
-    (:mod:`purejaxql.batch_renorm`) or ``none``); ``norm_input`` puts a BatchNorm on the observations (a
-    BatchRenorm with ``norm_type="batch_renorm"``). PQN relies on these in place of a target
+    (:mod:`purejaxql.batch_renorm`) or ``none``); ``norm_input`` puts ``input_norm_type`` (``batch_norm`` or
+    ``batch_renorm``) on the observations. PQN relies on these in place of a target
     network. BatchNorm layers keep running statistics in the ``batch_stats`` collection: ``train=True``
     normalises with the batch's statistics (and the caller collects the updated running ones), ``False``
     with the running ones. Layers are named ``Dense_0 .. Dense_{num_layers}`` (the last one is the
@@ -225,6 +225,7 @@ class AgentNetwork(nn.Module):
     num_layers: int = 1
     norm_type: str = "none"
     norm_input: bool = False
+    input_norm_type: str = "batch_norm"   # norm_input's normalisation: batch_norm | batch_renorm
     cell: str = "gru"          # the recurrent cell when recurrent: "gru" or "lstm" (purejaxql.networks.CELLS)
     image_shape: Optional[Tuple[int, ...]] = None   # (H_img, W_img, C): convolutions on the observation's image
     cnn_channels: Tuple[int, ...] = (16,)
@@ -253,8 +254,7 @@ class AgentNetwork(nn.Module):
         # on (T, B, .) ones (measured for PQN's 2 x 256 MLP).
         x = obs.reshape(T * B, obs.shape[-1])
         if self.norm_input:
-            x = self._norm("batch_renorm" if self.norm_type == "batch_renorm" else "batch_norm", "input_norm",
-                           train)(x)
+            x = self._norm(self.input_norm_type, "input_norm", train)(x)
         if self.image_shape is not None:
             x = self._convolutions(x, train)
         for i in range(self.num_layers):

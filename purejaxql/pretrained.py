@@ -74,11 +74,12 @@ def network_of(params: Mapping[str, Any], agent: str, obs_len: int, num_agents: 
                           f"{num_actions} (padded)")
     recurrent = "GRU_0" in p or "LSTM_0" in p
     stats = params.get("batch_stats", {})
-    norm = "none" if "norm_0" not in p else ("layer_norm" if "norm_0" not in stats else
-                                             "batch_renorm" if "steps" in stats["norm_0"] else "batch_norm")
+    renorm = lambda name: "batch_renorm" if "steps" in stats[name] else "batch_norm"  # noqa: E731
+    norm = "none" if "norm_0" not in p else ("layer_norm" if "norm_0" not in stats else renorm("norm_0"))
     net = AgentNetwork(action_dim=num_actions, hidden_dim=int(hidden), recurrent=recurrent,
                        cell="lstm" if "LSTM_0" in p else "gru", num_layers=n_dense - 1, norm_type=norm,
-                       norm_input="input_norm" in p)
+                       norm_input="input_norm" in p,
+                       input_norm_type=renorm("input_norm") if "input_norm" in stats else "batch_norm")
     return net, parts[1]
 
 

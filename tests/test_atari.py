@@ -27,7 +27,8 @@ def actions_for(steps, envs, n):
 
 
 def test_the_program_sees_what_envpool_gives():
-    team = make_env({"ENV_NAME": "Breakout-v5", "ENV_KWARGS": KWARGS, "SEED": 3})
+    kwargs = {**KWARGS, "max_episode_steps": 25}   # time limits inside the 60 steps
+    team = make_env({"ENV_NAME": "Breakout-v5", "ENV_KWARGS": kwargs, "SEED": 3})
     wrapped = CTRolloutManager(team, 4, add_agent_id=False)
     acts = actions_for(60, 4, team.action_space().n)
 
@@ -41,7 +42,7 @@ def test_the_program_sees_what_envpool_gives():
         return obs["agent_0"], jax.lax.scan(step, states, acts)[1]
 
     obs0, (obs, rew, done, trunc) = run(jax.random.PRNGKey(0))
-    ref = envpool.make("Breakout-v5", env_type="gymnasium", num_envs=4, batch_size=4, seed=3, **KWARGS)
+    ref = envpool.make("Breakout-v5", env_type="gymnasium", num_envs=4, batch_size=4, seed=3, **kwargs)
     ref.reset()
     want0, _ = ref.reset()   # the adapter's pool is reset once when made, then by batch_reset
 
@@ -54,7 +55,8 @@ def test_the_program_sees_what_envpool_gives():
         np.testing.assert_array_equal(np.asarray(rew[t]), r)
         np.testing.assert_array_equal(np.asarray(done[t]), term | tr)
         np.testing.assert_array_equal(np.asarray(trunc[t]), tr & ~term)
-    assert obs.shape[-1] == 84 * 84 * 4 and team.max_steps == 27000
+    assert np.asarray(trunc).any() and (np.asarray(done) & ~np.asarray(trunc)).any()   # both kinds of end seen
+    assert obs.shape[-1] == 84 * 84 * 4 and team.max_steps == 25
 
 
 def test_each_reset_site_has_its_own_pool():
@@ -100,6 +102,8 @@ def test_bad_atari_input_is_named(monkeypatch, tmp_path):
         make_env({"ENV_NAME": "Breakot-v5"})
     with pytest.raises(ConfigError, match=r"ENV_KWARGS \['episodic_lives'\] for Pong-v5"):
         make_env({"ENV_NAME": "Pong-v5", "ENV_KWARGS": {"episodic_lives": True}})
+    with pytest.raises(ConfigError, match="Ant-v5 is not an Atari game"):
+        make_env({"ENV_NAME": "Ant-v5"})
     env = make_env(cfg)
     for strides, msg in (([4, 2], "must have one entry per convolution"), ([8, 8, 8], "do not fit the 84 x 84")):
         with pytest.raises(ConfigError, match=msg):
@@ -107,6 +111,8 @@ def test_bad_atari_input_is_named(monkeypatch, tmp_path):
     from purejaxql.experiment import run_experiment
     with pytest.raises(ConfigError, match="one seed per process, so NUM_SEEDS must be 1"):
         run_experiment(pqn_atari.SPEC, {"NUM_SEEDS": 2, "PROGRESS": False}, cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match="one seed per process, so DISTRIBUTED must be off"):
+        run_experiment(pqn_atari.SPEC, {"DISTRIBUTED": True, "PROGRESS": False}, cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "config.yaml").exists()   # nothing half-written
     monkeypatch.setitem(sys.modules, "envpool", None)   # as if the extra were not installed
     with pytest.raises(ConfigError, match=r'Pong-v5 needs the atari extra.*pip install -e "\.\[atari\]"'):
@@ -115,10 +121,12 @@ def test_bad_atari_input_is_named(monkeypatch, tmp_path):
 
 def test_pqn_atari_trains_at_toy_sizes():
     cfg = {**shipped("pqn_atari"), "NUM_ENVS": 4, "NUM_STEPS": 8, "TOTAL_TIMESTEPS": 4 * 8 * 3, "NUM_EPOCHS": 1,
-           "NUM_MINIBATCHES": 2, "AGENT_HIDDEN_DIM": 32, "TEST_NUM_ENVS": 2, "TEST_NUM_STEPS": 30,
+           "NUM_MINIBATCHES": 2, "AGENT_HIDDEN_DIM": 32, "TEST_NUM_ENVS": 2, "TEST_NUM_STEPS": None,
            "TEST_INTERVAL": 0.5, "EPSILON_ANNEAL_TIME": 48}
+    cfg["ENV_KWARGS"] = {**cfg["ENV_KWARGS"], "max_episode_steps": 20}   # evaluation games end by the limit
     env = make_env(cfg)
     out = jax.jit(pqn_atari.make_train(cfg, env))(jax.random.PRNGKey(0))
     m = {k: np.asarray(v) for k, v in out["metrics"].items()}
     assert np.isfinite(m["loss"]).all() and m["grad_steps"][-1] == 3 * cfg["NUM_MINIBATCHES"]
+    assert np.isfinite(m["test_returned_episode_returns"][-1])   # the evaluation's games ended and scored
     assert out["runner_state"].train.params["agent"]["params"]["Conv_0"]["kernel"].shape == (8, 8, 4, 32)

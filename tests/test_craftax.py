@@ -57,12 +57,15 @@ def test_unbatched_step_is_craftax_own_auto_reset_step():
 
 
 def _batch_with_some_at_the_limit(ratio, limit=5):
-    """8 envs, those at even positions one step from the time limit; one batched step of action 0 (noop)."""
+    """8 envs, those at even positions one step from the time limit, env 6 also dead (health 0: a real
+    ending on the last allowed step); one batched step of action 0 (noop)."""
     team = make_env({"ENV_NAME": CLASSIC, "ENV_KWARGS": {"max_timesteps": limit, "optimistic_reset_ratio": ratio}})
     wrapped = CTRolloutManager(team, 8, add_agent_id=False)
     _, states = wrapped.batch_reset(jax.random.PRNGKey(1))
     at_limit = jnp.arange(8) % 2 == 0
-    states = states.replace(timestep=jnp.where(at_limit, limit - 1, 0))
+    dead = jnp.arange(8) == 6
+    states = states.replace(timestep=jnp.where(at_limit, limit - 1, 0),
+                            player_health=jnp.where(dead, jnp.zeros_like(states.player_health), states.player_health))
     actions = {"agent_0": jnp.zeros(8, jnp.int32)}
     out = jax.jit(wrapped.batch_step)(jax.random.PRNGKey(2), states, actions)
     k_step, k_reset = jax.random.split(jax.random.PRNGKey(2))
@@ -75,7 +78,8 @@ def test_batched_step_hands_out_fresh_worlds_in_the_order_episodes_ended():
     _, at_limit, (obs, states, rew, dones, infos), stepped, fresh = _batch_with_some_at_the_limit(ratio=4)
     done = np.asarray(dones["__all__"])
     np.testing.assert_array_equal(done, np.asarray(at_limit))
-    np.testing.assert_array_equal(np.asarray(infos["truncated"]), done)   # the time limit, not a real end
+    # the time limit, not a real end; env 6 died on its last allowed step: a real end wins
+    np.testing.assert_array_equal(np.asarray(infos["truncated"]), done & (np.arange(8) != 6))
     np.testing.assert_array_equal(np.asarray(states.timestep), np.where(done, 0, 1))
     maps = np.asarray(states.map)
     # 8 // 4 = 2 fresh worlds: the 1st and 3rd finished envs (0, 4) share world 0, the 2nd and 4th (2, 6) world 1
@@ -114,23 +118,23 @@ def test_bad_craftax_input_is_named(monkeypatch):
 
 # ---- Batch Renormalisation ---------------------------------------------------------------------------------
 
-def renorm_by_hand(x, mean, var, warm, eps=1e-3, r_max=3.0, d_max=5.0):
+def renorm_by_hand(x, mean, var, warm, m=0.999, eps=1e-3, r_max=3.0, d_max=5.0):
     mu_b, var_b = x.mean(0), x.var(0)
     sigma_b, sigma = np.sqrt(var_b + eps), np.sqrt(var + eps)
     r = 1.0 if warm else np.clip(sigma_b / sigma, 1 / r_max, r_max)
     d = 0.0 if warm else np.clip((mu_b - mean) / sigma, -d_max, d_max)
-    return (x - mu_b) / sigma_b * r + d, mean + 0.01 * (mu_b - mean), var + 0.01 * (var_b - var)
+    return (x - mu_b) / sigma_b * r + d, mean + (1 - m) * (mu_b - mean), var + (1 - m) * (var_b - var)
 
 
 def test_batch_renorm_matches_the_formula_in_training_and_in_evaluation():
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 4.0, (64, 5)).astype(np.float32)
-    module = BatchRenorm(warmup_steps=2)
+    module = BatchRenorm(warmup_steps=2, momentum=0.9)
     variables = module.init(jax.random.PRNGKey(0), x)
     mean, var = np.zeros(5, np.float32), np.ones(5, np.float32)
     for step in range(4):   # two warm-up calls (plain BatchNorm), then the clipped corrections
         y, new = module.apply(variables, x, mutable=["batch_stats"])
-        want, mean, var = renorm_by_hand(x, mean, var, warm=step < 2)
+        want, mean, var = renorm_by_hand(x, mean, var, warm=step < 2, m=0.9)
         np.testing.assert_allclose(np.asarray(y), want, rtol=1e-4, atol=1e-4)
         stats = new["batch_stats"]
         np.testing.assert_allclose(np.asarray(stats["mean"]), mean, rtol=1e-5, atol=1e-6)
@@ -141,16 +145,29 @@ def test_batch_renorm_matches_the_formula_in_training_and_in_evaluation():
     assert not np.allclose(np.asarray(y), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3), atol=1e-2)
     y_eval = BatchRenorm(use_running_average=True).apply(variables, x)
     np.testing.assert_allclose(np.asarray(y_eval), (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
+    assert (BatchRenorm.momentum, BatchRenorm.warmup_steps) == (0.999, 1000)   # the original PQN code's constants
 
 
 def test_batch_renorm_passes_no_gradient_through_its_corrections():
-    """d(sum of outputs)/dx with r, d held fixed: the batch-mean term cancels, so the gradient is zero for a
-    plain sum (as for BatchNorm); with r and d differentiated it would not be."""
-    x = jnp.asarray(np.random.default_rng(1).normal(2.0, 3.0, (32, 3)), jnp.float32)
+    """The gradient of a weighted sum of the outputs equals that of the formula with r and d fixed at their
+    values (running statistics far from the batch's, so both corrections are active and clipped)."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(2.0, 3.0, (32, 3)), jnp.float32)
+    c = jnp.asarray(rng.normal(size=(32, 3)), jnp.float32)
     module = BatchRenorm(warmup_steps=0)
     variables = module.init(jax.random.PRNGKey(0), x)
-    g = jax.grad(lambda x: module.apply(variables, x, mutable=["batch_stats"])[0].sum())(x)
-    np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-4)
+    variables = {**variables, "batch_stats": {**variables["batch_stats"], "mean": jnp.full(3, 0.5),
+                                              "var": jnp.full(3, 4.0)}}
+    g = jax.grad(lambda x: (c * module.apply(variables, x, mutable=["batch_stats"])[0]).sum())(x)
+    sigma_b = np.sqrt(np.asarray(x).var(0) + 1e-3)
+    r = np.clip(sigma_b / np.sqrt(4.0 + 1e-3), 1 / 3, 3)
+    d = np.clip((np.asarray(x).mean(0) - 0.5) / np.sqrt(4.0 + 1e-3), -5, 5)
+    assert not np.allclose(r, 1.0) and not np.allclose(d, 0.0)
+
+    def fixed(x):   # the formula with r and d as constants
+        mu, sig = x.mean(0), jnp.sqrt(x.var(0) + 1e-3)
+        return (c * ((x - mu) / sig * r + d)).sum()
+    np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(fixed)(x)), rtol=1e-4, atol=1e-5)
 
 
 # ---- the shipped commands ----------------------------------------------------------------------------------
@@ -175,6 +192,6 @@ def test_shipped_craftax_commands_train_and_evaluate(module, config, extra):
     assert np.isfinite(m["loss"]).all() and m["grad_steps"][-1] == 3 * cfg["NUM_MINIBATCHES"]
     # every test episode ends at the 30-step limit inside the 40 evaluation steps
     assert np.isfinite(m["test_returned_episode_returns"][-1])
-    if config == "pqn_craftax":   # Batch Renorm's statistics moved once per gradient step
-        stats = out["runner_state"].train.params["agent"]["batch_stats"]
-        assert int(stats["norm_0"]["steps"]) == int(stats["input_norm"]["steps"]) == 3
+    # Batch Renorm on the input (LayerNorm on the hidden layers): its statistics moved once per gradient step
+    stats = out["runner_state"].train.params["agent"]["batch_stats"]
+    assert set(stats) == {"input_norm"} and int(stats["input_norm"]["steps"]) == 3 * cfg["NUM_MINIBATCHES"]
