@@ -22,6 +22,8 @@ def check_agent_inputs(cfg, env) -> None:
                                                                 or x <= 0 for x in v):
                 raise ConfigError(f"{key} must be a non-empty list of positive integers, got {v!r}")
             cfg[key] = list(v)
+        if cfg.get("CNN_PADDING", "VALID") not in ("VALID", "SAME"):
+            raise ConfigError(f"CNN_PADDING must be 'VALID' or 'SAME', got {cfg['CNN_PADDING']!r}")
         if not len(cfg["CNN_CHANNELS"]) == len(cfg["CNN_KERNEL_SIZES"]) == len(cfg["CNN_STRIDES"]):
             raise ConfigError(f"CNN_CHANNELS ({cfg['CNN_CHANNELS']}), CNN_KERNEL_SIZES ({cfg['CNN_KERNEL_SIZES']}) "
                               f"and CNN_STRIDES ({cfg['CNN_STRIDES']}) must have one entry per convolution")
@@ -44,5 +46,8 @@ def check_agent_inputs(cfg, env) -> None:
 
 def _conv_out(n: int, cfg) -> int:
     for k, s in zip(cfg["CNN_KERNEL_SIZES"], cfg["CNN_STRIDES"]):
-        n = (n - k) // s + 1 if n >= k else 0
+        if cfg.get("CNN_PADDING", "VALID") == "SAME":
+            n = -(-n // s)
+        else:
+            n = (n - k) // s + 1 if n >= k else 0
     return n

@@ -31,6 +31,7 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "CNN_CHANNELS": [16],          # AGENT_TYPE=cnn: output channels of each convolution (VALID padding)
     "CNN_KERNEL_SIZES": [3],       # AGENT_TYPE=cnn: square kernel size of each convolution
     "CNN_STRIDES": None,           # AGENT_TYPE=cnn: stride of each convolution; null = 1 for each
+    "CNN_PADDING": "VALID",        # AGENT_TYPE=cnn: VALID (no padding) or SAME (output as large as the input)
     "AGENT_HIDDEN_DIM": 64,        # width of the agent network
     "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
     "OBS_AGENT_ID": None,          # append a one-hot agent id to observations; default: on for shared

@@ -89,12 +89,28 @@ def make_env(cfg: Dict[str, Any]):
             kwargs["scenario"] = map_name_to_scenario(map_name)
         except Exception:
             raise ConfigError(f"unknown SMAX MAP_NAME {map_name!r}") from None
+    if name in ("overcooked", "overcooked_v2"):
+        kwargs["layout"] = _overcooked_layout(name, kwargs.get("layout", "cramped_room"))
     if name.startswith("MPE") and "action_type" not in kwargs:
         try:  # some MPE scenarios default to continuous actions; ask for discrete ones where possible
             return jaxmarl.make(name, action_type="Discrete", **kwargs)
         except TypeError:  # the scenario takes no action_type
             pass
     return jaxmarl.make(name, **kwargs)
+
+
+def _overcooked_layout(name: str, layout):
+    """ENV_KWARGS.layout for Overcooked: a layout's name -> the layout jaxmarl's env takes (v1: its dict;
+    v2 looks names up itself); an unknown name lists the available ones."""
+    if name == "overcooked":
+        from jaxmarl.environments.overcooked import overcooked_layouts as layouts
+    else:
+        from jaxmarl.environments.overcooked_v2.layouts import overcooked_v2_layouts as layouts
+    if not isinstance(layout, str):
+        return layout
+    if layout not in layouts:
+        raise ConfigError(f"unknown {name} layout {layout!r} (ENV_KWARGS.layout); available: {sorted(layouts)}")
+    return layouts[layout] if name == "overcooked" else layout
 
 
 def env_label(cfg: Dict[str, Any]) -> str:
@@ -203,11 +219,11 @@ class CTRolloutManager:
 
     # ---- single environment ------------------------------------------------------------------------
     def global_state(self, raw_obs: Dict[str, jax.Array], state) -> jax.Array:
-        """(S,) global state: the env's ``world_state`` if it has one, else the training agents' raw
-        observations joined."""
+        """(S,) float32 global state: the env's ``world_state`` if it has one, else the training agents' raw
+        observations joined (Overcooked's uint8 images become floats)."""
         if "world_state" in raw_obs:
-            return raw_obs["world_state"].ravel()
-        return jnp.concatenate([raw_obs[a].ravel() for a in self.training_agents], axis=-1)
+            return raw_obs["world_state"].ravel().astype(jnp.float32)
+        return jnp.concatenate([raw_obs[a].ravel() for a in self.training_agents], axis=-1).astype(jnp.float32)
 
     def global_reward(self, rewards: Dict[str, jax.Array]) -> jax.Array:
         """Sum of the training agents' rewards."""

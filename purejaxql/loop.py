@@ -80,7 +80,7 @@ def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
     if cfg["AGENT_TYPE"] == "cnn":  # every agent observes an image of one shape (agent_checks.check_agent_inputs)
         cnn = dict(image_shape=tuple(env.observation_space(wrapped.agents[0]).shape),
                    cnn_channels=tuple(cfg["CNN_CHANNELS"]), cnn_kernel_sizes=tuple(cfg["CNN_KERNEL_SIZES"]),
-                   cnn_strides=tuple(cfg["CNN_STRIDES"]))
+                   cnn_strides=tuple(cfg["CNN_STRIDES"]), cnn_padding=cfg.get("CNN_PADDING", "VALID"))
     network = AgentNetwork(action_dim=wrapped.max_action_space, hidden_dim=cfg["AGENT_HIDDEN_DIM"],
                            init_scale=cfg["AGENT_INIT_SCALE"], recurrent=cfg["AGENT_TYPE"] in RECURRENT_AGENT_TYPES,
                            cell="lstm" if cfg["AGENT_TYPE"] == "lstm" else "gru",

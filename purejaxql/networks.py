@@ -202,7 +202,7 @@ class AgentNetwork(nn.Module):
     -> Dense(A): the Q-values of one agent (or a batch of agents).
 
     With ``image_shape`` (H_img, W_img, C; AGENT_TYPE=cnn) the first H_img·W_img·C features of the flat
-    observation are that image: it goes through one Conv(c, k×k, stride s, VALID) -> [norm] -> ReLU per
+    observation are that image: it goes through one Conv(c, k×k, stride s, cnn_padding) -> [norm] -> ReLU per
     (c, k, s) of ``cnn_channels`` / ``cnn_kernel_sizes`` / ``cnn_strides`` (layers ``Conv_<i>``, ``conv_norm_<i>``), is
     flattened, and the observation's other features (agent id, last action) are appended before the Dense
     layers. The PQN MinAtar torso is one Conv(16, 3×3) then Dense(128), both layer-normalised.
@@ -231,6 +231,7 @@ class AgentNetwork(nn.Module):
     cnn_channels: Tuple[int, ...] = (16,)
     cnn_kernel_sizes: Tuple[int, ...] = (3,)
     cnn_strides: Optional[Tuple[int, ...]] = None   # one per convolution; None = 1 for each
+    cnn_padding: str = "VALID"                      # or "SAME"
 
     @property
     def carry_dim(self) -> int:
@@ -274,7 +275,7 @@ class AgentNetwork(nn.Module):
         img = x[:, :size].reshape((x.shape[0],) + tuple(self.image_shape))   # (M, H_img, W_img, C)
         strides = self.cnn_strides or (1,) * len(self.cnn_channels)
         for i, (c, k, s) in enumerate(zip(self.cnn_channels, self.cnn_kernel_sizes, strides)):
-            img = nn.Conv(c, (k, k), strides=s, padding="VALID", kernel_init=orthogonal(self.init_scale),
+            img = nn.Conv(c, (k, k), strides=s, padding=self.cnn_padding, kernel_init=orthogonal(self.init_scale),
                           bias_init=constant(0.0), name=f"Conv_{i}")(img)
             img = nn.relu(self._norm(self.norm_type, f"conv_norm_{i}", train)(img))
         return jnp.concatenate([img.reshape(x.shape[0], -1), x[:, size:]], axis=-1)
