@@ -43,7 +43,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 from purejaxql.config import ConfigError
-from purejaxql.gymnax_env import AGENT
+from purejaxql.single_agent import AGENT, TeamOfOne
 
 __all__ = ["is_atari_name", "atari_close_matches", "EnvPoolTeam"]
 
@@ -78,7 +78,7 @@ class _Space:
             self.n = n
 
 
-class EnvPoolTeam:
+class EnvPoolTeam(TeamOfOne):
     """An EnvPool Atari game presented as a one-agent ``MultiAgentEnv`` that steps whole batches.
 
     Args:
@@ -87,8 +87,6 @@ class EnvPoolTeam:
         **kwargs: ``envpool.make`` options.
     """
 
-    time_limit_truncates = True   # max_episode_steps cuts are truncations ...
-    reports_truncation = True     # ... marked by infos["truncated"]
     runs_on_host = True           # one seed per process (purejaxql.experiment refuses NUM_SEEDS > 1)
 
     def __init__(self, name: str, seed: int = 0, **kwargs):
@@ -105,7 +103,7 @@ class EnvPoolTeam:
             raise ConfigError(f"ENV_NAME {name} is not an Atari game (EnvPool gives observations of shape "
                               f"{spec.observation_space.shape} and {type(spec.action_space).__name__} actions); "
                               "the EnvPool adapter takes its Atari games (discrete actions, stacked frames)")
-        self.name, self.agents, self.num_agents = name, [AGENT], 1
+        self.name = name
         self._make = lambda B: envpool.make(name, env_type="gymnasium", num_envs=B, batch_size=B,
                                             seed=int(seed), **kwargs)
         c, h, w = spec.observation_space.shape          # EnvPool: (frames, H, W) uint8
@@ -115,12 +113,6 @@ class EnvPoolTeam:
         self.max_steps = int(spec.config.max_episode_steps)
         self._pools: Dict[int, Any] = {}
         self._ids = itertools.count()
-
-    def observation_space(self, agent: str = AGENT):
-        return self._observation_space
-
-    def action_space(self, agent: str = AGENT):
-        return self._action_space
 
     # ---- host side -----------------------------------------------------------------------------------
     def _pool(self, pid: int, B: int):

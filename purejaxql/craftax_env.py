@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxql.config import ConfigError
-from purejaxql.gymnax_env import AGENT
+from purejaxql.single_agent import AGENT, TeamOfOne
 
 __all__ = ["CRAFTAX_NAMES", "is_craftax_name", "craftax_close_matches", "CraftaxTeam"]
 
@@ -53,7 +53,7 @@ def _make_craftax(name: str):
     return make_craftax_env_from_name(name, auto_reset=False)
 
 
-class CraftaxTeam:
+class CraftaxTeam(TeamOfOne):
     """A Craftax environment presented as a one-agent JaxMARL ``MultiAgentEnv`` with optimistic resets.
 
     Args:
@@ -61,9 +61,6 @@ class CraftaxTeam:
         optimistic_reset_ratio: envs per fresh world in :meth:`batch_step` (>= 1; 1 = one world per finished env).
         **params: ``EnvParams`` fields set on the default parameters (``max_timesteps``, ...).
     """
-
-    time_limit_truncates = True   # episodes cut at max_timesteps are truncations ...
-    reports_truncation = True     # ... marked by infos["truncated"] (purejaxql.environments.step_envs)
 
     def __init__(self, name: str, optimistic_reset_ratio: int = 16, **params):
         env = _make_craftax(name)
@@ -79,17 +76,9 @@ class CraftaxTeam:
         self.params = defaults.replace(**params) if params else defaults
         self.reset_ratio = int(optimistic_reset_ratio)
         self.name = name
-        self.agents = [AGENT]
-        self.num_agents = 1
         self.max_steps = int(self.params.max_timesteps)
         self._action_space = env.action_space(self.params)
         self._observation_space = env.observation_space(self.params)
-
-    def observation_space(self, agent: str = AGENT):
-        return self._observation_space
-
-    def action_space(self, agent: str = AGENT):
-        return self._action_space
 
     def _reset_one(self, key):
         obs, state = self._craftax_env.reset_env(key, self.params)

@@ -20,10 +20,9 @@ from typing import Any, Dict
 import jax.numpy as jnp
 
 from purejaxql.config import ConfigError
+from purejaxql.single_agent import AGENT, TeamOfOne
 
 __all__ = ["is_gymnax_name", "GymnaxTeam"]
-
-AGENT = "agent_0"
 
 
 def _gymnax():
@@ -44,16 +43,13 @@ def gymnax_close_matches(name: str):
     return difflib.get_close_matches(str(name), _gymnax().registered_envs, n=3)
 
 
-class GymnaxTeam:
+class GymnaxTeam(TeamOfOne):
     """A gymnax environment presented as a one-agent JaxMARL ``MultiAgentEnv``.
 
     Args:
         name: a gymnax id (``gymnax.registered_envs``).
         **kwargs: ``EnvParams`` fields (set on the default parameters) and constructor arguments.
     """
-
-    time_limit_truncates = True   # episodes cut at max_steps_in_episode are truncations ...
-    reports_truncation = True     # ... marked by infos["truncated"] (purejaxql.environments.step_envs)
 
     def __init__(self, name: str, **kwargs):
         gymnax = _gymnax()
@@ -72,20 +68,12 @@ class GymnaxTeam:
         self._gymnax_env = env
         self.params = params.replace(**param_kwargs) if param_kwargs else params
         self.name = name
-        self.agents = [AGENT]
-        self.num_agents = 1
         self.max_steps = int(self.params.max_steps_in_episode)
         self._action_space = env.action_space(self.params)
         if not hasattr(self._action_space, "n"):
             raise ConfigError(f"ENV_NAME {name} has a continuous action space "
                               f"({type(self._action_space).__name__}); Q-learning needs discrete actions")
         self._observation_space = env.observation_space(self.params)
-
-    def observation_space(self, agent: str = AGENT):
-        return self._observation_space
-
-    def action_space(self, agent: str = AGENT):
-        return self._action_space
 
     def reset(self, key):
         obs, state = self._gymnax_env.reset(key, self.params)
