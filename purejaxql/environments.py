@@ -64,8 +64,10 @@ def import_jaxmarl():
 
 def make_env(cfg: Dict[str, Any]):
     """Build the env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS): a JaxMARL env, or a gymnax one
-    (``CartPole-v1``, ``Breakout-MinAtar``, ...) or a Craftax one (``Craftax-Symbolic-v1``, ...) as a team of
-    one (:class:`purejaxql.gymnax_env.GymnaxTeam`, :class:`purejaxql.craftax_env.CraftaxTeam`)."""
+    (``CartPole-v1``, ``Breakout-MinAtar``, ...), a Craftax one (``Craftax-Symbolic-v1``, ...) or an EnvPool
+    Atari game (``Pong-v5``) as a team of one (:class:`purejaxql.gymnax_env.GymnaxTeam`,
+    :class:`purejaxql.craftax_env.CraftaxTeam`, :class:`purejaxql.atari_env.EnvPoolTeam`); Overcooked's
+    ``ENV_KWARGS.layout`` by name."""
     from purejaxql.atari_env import EnvPoolTeam, atari_close_matches, is_atari_name
     from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
     from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
