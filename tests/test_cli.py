@@ -147,6 +147,7 @@ def test_bad_input_is_reported_before_jax_and_jaxmarl_load(args, tmp_path):
     assert r.stderr.count("purejaxql: error:") == 1 and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow   # sibling in the default run: the original PQN command's EVAL_ONLY (tests/test_single_agent.py)
 @pytest.mark.timeout(400)
 def test_save_then_eval_only_reproduces_the_final_greedy_return(tmp_path):
     # both processes at XLA's default optimisation level: the exact reproduction holds as users run it.

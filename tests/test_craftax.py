@@ -26,6 +26,7 @@ def leaves_equal(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_unbatched_step_is_craftax_own_auto_reset_step():
     from craftax.craftax_env import make_craftax_env_from_name
     team = make_env({"ENV_NAME": CLASSIC, "ENV_KWARGS": {"max_timesteps": 7}})
@@ -181,7 +182,7 @@ def toy(config, **extra):
 
 
 @pytest.mark.parametrize("module,config,extra", [
-    (pqn_craftax, "pqn_craftax", {"NUM_STEPS": 4}),
+    pytest.param(pqn_craftax, "pqn_craftax", {"NUM_STEPS": 4}, marks=pytest.mark.slow),
     pytest.param(pqn_rnn_craftax, "pqn_rnn_craftax", {"NUM_STEPS": 4, "NUM_MINIBATCHES": 2,
                                                       "ENV_NAME": "Craftax-Symbolic-v1"}, marks=pytest.mark.slow)])
 def test_shipped_craftax_commands_train_and_evaluate(module, config, extra):

@@ -34,6 +34,7 @@ RUNS = {
 FINAL = {"pqn_ns": ["seed5_0.safetensors", "seed5_1.safetensors"], "qmix_ps_pretrained": ["seed2_0.safetensors"]}
 
 
+@pytest.mark.slow   # siblings in the default run: QMIX's kill -9 resume, PER + REW_NORM resume, chunked PQN
 @pytest.mark.timeout(600)
 def test_resumes_continue_from_their_checkpoint(tmp_path, tmp_path_factory, monkeypatch):
     use_compilation_cache(monkeypatch, tmp_path_factory.mktemp("jax_cache"))
