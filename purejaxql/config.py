@@ -75,6 +75,7 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "ENV_NAME": None,
     "ENV_KWARGS": {},
     "MAP_NAME": None,
+    "TASK": None,                  # lbf / rware task in EPyMARL's naming (8x8-2p-2f-coop, tiny-2ag, ...)
 }
 
 # PQN (online Q(λ) over many envs, no replay, no target network). Same meaning as above where shared.

@@ -63,7 +63,8 @@ def import_jaxmarl():
 
 
 def make_env(cfg: Dict[str, Any]):
-    """Build the env named by ENV_NAME (+ MAP_NAME for SMAX, ENV_KWARGS): a JaxMARL env, or a gymnax one
+    """Build the env named by ENV_NAME (+ MAP_NAME for SMAX, TASK for lbf / rware, ENV_KWARGS): a JaxMARL env,
+    Jumanji's Level-Based Foraging or Robot Warehouse (:class:`purejaxql.jumanji_env.JumanjiTeam`), or a gymnax one
     (``CartPole-v1``, ``Breakout-MinAtar``, ...), a Craftax one (``Craftax-Symbolic-v1``, ...) or an EnvPool
     Atari game (``Pong-v5``) as a team of one (:class:`purejaxql.gymnax_env.GymnaxTeam`,
     :class:`purejaxql.craftax_env.CraftaxTeam`, :class:`purejaxql.atari_env.EnvPoolTeam`); Overcooked's
@@ -71,6 +72,7 @@ def make_env(cfg: Dict[str, Any]):
     from purejaxql.atari_env import EnvPoolTeam, atari_close_matches, is_atari_name
     from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
     from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
+    from purejaxql.jumanji_env import JumanjiTeam, is_jumanji_name, refuse_other_jumanji
     jaxmarl = import_jaxmarl()
     name = cfg.get("ENV_NAME")
     kwargs = dict(cfg.get("ENV_KWARGS") or {})
@@ -80,7 +82,12 @@ def make_env(cfg: Dict[str, Any]):
         return CraftaxTeam(name, **kwargs)
     if is_atari_name(name):
         return EnvPoolTeam(name, seed=int(cfg.get("SEED") or 0), **kwargs)
+    if is_jumanji_name(name):
+        return JumanjiTeam(name, cfg.get("TASK"), **kwargs)
+    if cfg.get("TASK") is not None:
+        raise ConfigError(f"TASK {cfg['TASK']!r} names a task of ENV_NAME lbf or rware, not of {name}")
     if name not in jaxmarl.registered_envs:
+        refuse_other_jumanji(name)
         close = (difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3) + gymnax_close_matches(name)
                  + craftax_close_matches(name) + atari_close_matches(name))
         raise ConfigError(f"unknown ENV_NAME {name!r}" + (f"; close matches: {close}" if close else ""))
@@ -116,8 +123,11 @@ def _overcooked_layout(name: str, layout):
 
 
 def env_label(cfg: Dict[str, Any]) -> str:
-    """How runs and checkpoints name the env: ENV_NAME, plus ``_<MAP_NAME>`` for SMAX."""
-    return cfg["ENV_NAME"] + (f"_{cfg.get('MAP_NAME') or '3m'}" if "SMAX" in cfg["ENV_NAME"] else "")
+    """How runs and checkpoints name the env: ENV_NAME, plus ``_<MAP_NAME>`` for SMAX, ``_<TASK>`` for lbf / rware."""
+    from purejaxql.jumanji_env import task_label
+    task = task_label(cfg["ENV_NAME"], cfg.get("TASK"))
+    return cfg["ENV_NAME"] + (f"_{cfg.get('MAP_NAME') or '3m'}" if "SMAX" in cfg["ENV_NAME"] else
+                              f"_{task}" if task else "")
 
 
 def space_dim(space) -> int:
