@@ -2,6 +2,7 @@
 learning test must clear.
 
     python bench/random_policy.py MPE_simple_speaker_listener_v4 [--episodes 1024] [--seed 0]
+    python bench/random_policy.py lbf --task 25x25-4p-4f      # Level-Based Foraging / Robot Warehouse tasks
     python bench/random_policy.py MPE_simple_tag_v3 \\
         --pretrained agent_0=pkg:checkpoints/MPE_simple_tag_v3_prey_iql_ps.safetensors
 
@@ -34,9 +35,9 @@ def frozen_agents(env, w: CTRolloutManager, pretrained):
     return agents, agents.init(jax.random.PRNGKey(0))
 
 
-def random_returns(env_name: str, episodes: int, seed: int, pretrained=None) -> np.ndarray:
-    """(episodes, N) returns of the first episode of each of ``episodes`` envs."""
-    env = make_env({"ENV_NAME": env_name})
+def random_returns(env_name: str, episodes: int, seed: int, pretrained=None, task=None) -> np.ndarray:
+    """(episodes, N) returns of the first episode of each of ``episodes`` envs (``task``: lbf / rware TASK)."""
+    env = make_env({"ENV_NAME": env_name, "TASK": task})
     w = CTRolloutManager(env, episodes)
     agents, params = frozen_agents(env, w, pretrained) if pretrained else (None, None)
     hidden0 = agents.initial_hidden(episodes) if agents else jnp.zeros((episodes, w.num_agents, 0))
@@ -70,6 +71,7 @@ def main():
     p.add_argument("env_name")
     p.add_argument("--episodes", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", default=None, help="the TASK of ENV_NAME lbf / rware (e.g. 8x8-2p-2f-coop)")
     p.add_argument("--pretrained", action="append", default=[], metavar="AGENT=CHECKPOINT",
                    help="an agent that acts greedily with a checkpoint's network (repeatable)")
     a = p.parse_args()
@@ -81,14 +83,14 @@ def main():
         pretrained[agent] = path
     from purejaxql.config import ConfigError
     try:
-        ret = random_returns(a.env_name, a.episodes, a.seed, pretrained)
+        ret = random_returns(a.env_name, a.episodes, a.seed, pretrained, a.task)
     except ConfigError as e:  # unknown env, agent or checkpoint
         p.error(str(e))
-    agents = make_env({"ENV_NAME": a.env_name}).agents
+    agents = make_env({"ENV_NAME": a.env_name, "TASK": a.task}).agents
     random_idx = [i for i, name in enumerate(agents) if name not in pretrained]
     team = ret[:, random_idx].sum(-1)
     who = f"random agents ({', '.join(agents[i] for i in random_idx)})" if pretrained else "random policy"
-    print(f"{a.env_name}: {who} team return {team.mean():.2f} ± {team.std():.2f} over {a.episodes} episodes; "
+    print(f"{a.env_name}{'_' + a.task if a.task else ''}: {who} team return {team.mean():.2f} ± {team.std():.2f} over {a.episodes} episodes; "
           f"per agent {np.round(ret.mean(0), 2).tolist()}")
 
 

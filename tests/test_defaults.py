@@ -13,7 +13,7 @@ from purejaxql.environments import make_env
 from purejaxql.spec import SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV_KEYS = ("ENV_NAME", "ENV_KWARGS", "MAP_NAME")
+ENV_KEYS = ("ENV_NAME", "ENV_KWARGS", "MAP_NAME", "TASK")
 
 
 def readme_notebook_config(name="config"):

@@ -1,7 +1,8 @@
-"""RESUME beyond QMIX, and proof that it resumed. Two tiny runs cover the other kinds of state: PQN with GRU
+"""RESUME beyond QMIX, and proof that it resumed. Three tiny runs cover the other kinds of state: PQN with GRU
 agents and a memory window (its context window is carried between updates) and per-agent networks
 (pqn_ns); frozen pretrained agents with a HYP_TUNE grid in one program (qmix_ps_pretrained: a replay
-buffer of the learning agents only, part-filled at the checkpoint, and each run's traced hyperparameters).
+buffer of the learning agents only, part-filled at the checkpoint, and each run's traced hyperparameters);
+VDN on Level-Based Foraging (an env state from Jumanji's adapter, REW_NORM's running statistics, a HYP_TUNE grid).
 
 Each run goes to the end keeping every state checkpoint; copies of its folder as a crash after a checkpoint
 would leave them are resumed: one as it is must end byte-identical to the uninterrupted run, one whose
@@ -30,8 +31,15 @@ RUNS = {
                            "alg.TARGET_UPDATE_INTERVAL=2", "alg.TEST_INTERVAL=0.25", "HYP_TUNE=True",
                            "TUNE_NUM_SEEDS=1", "~alg.TUNE.GAMMA", "~alg.TUNE.LR", "+alg.TUNE.LR=[0.001,0.02]",
                            "SEED=2"],
+    # an environment family behind the adapter interface (Jumanji's LBF), its REW_NORM state, a HYP_TUNE grid
+    "vdn_ps": ["+alg=vdn_lbf", "alg.TASK=5x5-2p-1f", "+alg.ENV_KWARGS.time_limit=10", "alg.NUM_ENVS=2",
+               "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=192", "alg.NUM_EPOCHS=1", "alg.BUFFER_SIZE=16",
+               "alg.BUFFER_BATCH_SIZE=2", "alg.AGENT_HIDDEN_DIM=8", "alg.LEARNING_STARTS=0", "alg.TEST_NUM_ENVS=2",
+               "alg.TARGET_UPDATE_INTERVAL=2", "alg.TEST_INTERVAL=0.25", "HYP_TUNE=True", "TUNE_NUM_SEEDS=1",
+               "~alg.TUNE.GAMMA", "~alg.TUNE.LR", "+alg.TUNE.LR=[0.001,0.02]", "SEED=4"],
 }
-FINAL = {"pqn_ns": ["seed5_0.safetensors", "seed5_1.safetensors"], "qmix_ps_pretrained": ["seed2_0.safetensors"]}
+FINAL = {"pqn_ns": ["seed5_0.safetensors", "seed5_1.safetensors"], "qmix_ps_pretrained": ["seed2_0.safetensors"],
+         "vdn_ps": ["seed4_0.safetensors"]}
 
 
 @pytest.mark.slow   # siblings in the default run: QMIX's kill -9 resume, PER + REW_NORM resume, chunked PQN
