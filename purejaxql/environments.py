@@ -213,8 +213,14 @@ class CTRolloutManager:
         # (N, A) mask of the actions each agent really has (padded ones are 0)
         self.valid_actions_oh = jnp.asarray(
             [[1.0] * n + [0.0] * (self.max_action_space - n) for n in self.action_dims])
+        # the env's own availability: get_avail_actions, or Hanabi's get_legal_moves (the base class's answer,
+        # every action available, is left out: padded actions are masked below anyway)
         own_avail = getattr(type(env), "get_avail_actions", None)
-        self._has_avail = own_avail is not None and own_avail is not _base_get_avail_actions()
+        if own_avail is not None and own_avail is not _base_get_avail_actions():
+            self._avail_fn = env.get_avail_actions
+        else:
+            self._avail_fn = getattr(env, "get_legal_moves", None)
+        self._has_avail = self._avail_fn is not None
         self.has_won = hasattr(env, "won_battle_bonus")
         self.reports_truncation = bool(getattr(env, "reports_truncation", False))
         self._steps_batches = callable(getattr(env, "batch_step", None))
@@ -288,7 +294,7 @@ class CTRolloutManager:
     def avail_actions(self, state) -> Dict[str, jax.Array]:
         """{agent: (A,)} 0/1 availability, padded to ``max_action_space`` (unbatched state)."""
         if self._has_avail:
-            avail = self._env.get_avail_actions(state)
+            avail = self._avail_fn(state)
             return {a: jnp.pad(jnp.asarray(avail[a], jnp.float32),
                                (0, self.max_action_space - avail[a].shape[-1]))
                     for a in self.agents}

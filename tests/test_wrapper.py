@@ -285,3 +285,16 @@ def test_continuous_action_env_rejected():
     assert not hasattr(env.action_space(env.agents[0]), "n")
     with pytest.raises(ValueError, match="discrete actions"):
         CTRolloutManager(env, 2)
+
+
+def test_hanabi_legal_moves_are_the_available_actions():
+    """Hanabi has no get_avail_actions but get_legal_moves: that mask is what exploration, greedy play and the
+    target's max see (with every action available, agents would play illegal moves)."""
+    env = make("hanabi")
+    w = CTRolloutManager(env, batch_size=3)
+    _, states = w.batch_reset(jax.random.PRNGKey(0))
+    avail = w.get_valid_actions(states)
+    legal = jax.vmap(env.get_legal_moves)(states)
+    for a in env.agents:
+        np.testing.assert_array_equal(np.asarray(avail[a]), np.asarray(legal[a], np.float32))
+    assert 0 < float(avail["agent_0"].sum()) < avail["agent_0"].size   # some moves legal, some not
