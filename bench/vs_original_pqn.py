@@ -61,7 +61,7 @@ def ours(module: str, config: str, overrides: dict) -> dict:
     t0 = time.time()
     out = jax.block_until_ready(compiled(rng))
     t_run = time.time() - t0
-    ret = np.asarray(out["metrics"]["test_returned_episode_returns"]).reshape(-1)
+    ret = np.asarray(out["metrics"].get("test_returned_episode_returns", np.nan)).reshape(-1)   # none: no tests
     return {"compile_s": round(t_compile, 1), "run_s": round(t_run, 1),
             "sps": round(float(cfg["TOTAL_TIMESTEPS"]) / t_run), "greedy_return": round(float(ret[-1]), 2)}
 
