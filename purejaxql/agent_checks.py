@@ -27,7 +27,8 @@ def check_agent_inputs(cfg, env) -> None:
         if not len(cfg["CNN_CHANNELS"]) == len(cfg["CNN_KERNEL_SIZES"]) == len(cfg["CNN_STRIDES"]):
             raise ConfigError(f"CNN_CHANNELS ({cfg['CNN_CHANNELS']}), CNN_KERNEL_SIZES ({cfg['CNN_KERNEL_SIZES']}) "
                               f"and CNN_STRIDES ({cfg['CNN_STRIDES']}) must have one entry per convolution")
-    shapes = {a: tuple(getattr(env.observation_space(a), "shape", None) or ()) for a in getattr(env, "agents", [])}
+    from purejaxql.environments import space_shape
+    shapes = {a: space_shape(env.observation_space(a)) for a in getattr(env, "agents", [])}
     for agent, shape in shapes.items():
         if agent_type in RECURRENT_AGENT_TYPES and len(shape) > 1:
             raise ConfigError(f"AGENT_TYPE={agent_type} (a recurrent agent) needs vector observations, but agent "

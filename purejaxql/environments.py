@@ -1,7 +1,7 @@
-"""The environment side, in one place: building a JaxMARL env by name, :class:`CTRolloutManager` (the batched,
-padded, centralised-training wrapper every algorithm uses) and stepping a batch of envs while training
-(:class:`EnvCarry`, :func:`reset_envs`, :func:`step_envs`). ``from purejaxql.utils import CTRolloutManager``
-keeps working (users import it from there).
+"""The environment side: building an env by name (:func:`make_env`, from :mod:`purejaxql.env_registry`),
+:class:`CTRolloutManager` (the batched, padded, centralised-training wrapper every algorithm uses) and
+stepping a batch of envs while training (:class:`EnvCarry`, :func:`reset_envs`, :func:`step_envs`).
+``from purejaxql.utils import CTRolloutManager`` keeps working (users import it from there).
 
 :class:`CTRolloutManager` turns a plain JaxMARL ``MultiAgentEnv`` into a batch of ``batch_size``
 environments for centralised training:
@@ -22,112 +22,25 @@ true, the returned observation is the first observation of the next episode.
 A new environment family plugs in here: anything with JaxMARL's ``MultiAgentEnv`` interface (``agents``,
 ``reset``, ``step`` with auto-reset, ``observation_space`` / ``action_space`` per agent, optionally
 ``get_avail_actions``, ``max_steps`` and ``time_limit_truncates``) runs with every algorithm and variant;
-:func:`make_env` is where a name becomes such an env.
+:func:`make_env` (``purejaxql/env_registry.py``) is where a name becomes such an env.
 
 Shapes: B = batch_size environments, N agents, D = ``obs_size``, A = ``max_action_space``, S = state size,
 H agent hidden size.
 """
 from __future__ import annotations
 
-import difflib
-import io
-import sys
 from functools import partial
-from typing import Any, Dict, NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from purejaxql.config import ConfigError
+from purejaxql.env_registry import env_label, import_jaxmarl, make_env
 
-__all__ = ["import_jaxmarl", "make_env", "env_label", "CTRolloutManager", "space_dim", "stack_agents", "unstack_agents",
-           "time_limit_truncates", "EnvCarry", "reset_envs", "step_envs"]
-
-
-def import_jaxmarl():
-    """``import jaxmarl`` without the lines it prints on its first import ("Importing submoduled
-    environments...", "... not found. Skipping import."): a run shows only what purejaxql says (what
-    it writes to stderr still shows)."""
-    if "jaxmarl" not in sys.modules:
-        # jaxmarl's MABrax module sets sys.stdout / sys.stderr back to sys.__stdout__ / sys.__stderr__ while
-        # importing, so those are pointed at the same streams too, and all four are restored afterwards
-        saved = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
-        sys.stdout = sys.__stdout__ = io.StringIO()
-        sys.__stderr__ = sys.stderr
-        try:
-            import jaxmarl  # noqa: F401
-        finally:
-            sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = saved
-    return sys.modules["jaxmarl"]
-
-
-def make_env(cfg: Dict[str, Any]):
-    """Build the env named by ENV_NAME (+ MAP_NAME for SMAX, TASK for lbf / rware, ENV_KWARGS): a JaxMARL env,
-    Jumanji's Level-Based Foraging or Robot Warehouse (:class:`purejaxql.jumanji_env.JumanjiTeam`), or a gymnax one
-    (``CartPole-v1``, ``Breakout-MinAtar``, ...), a Craftax one (``Craftax-Symbolic-v1``, ...) or an EnvPool
-    Atari game (``Pong-v5``) as a team of one (:class:`purejaxql.gymnax_env.GymnaxTeam`,
-    :class:`purejaxql.craftax_env.CraftaxTeam`, :class:`purejaxql.atari_env.EnvPoolTeam`); Overcooked's
-    ``ENV_KWARGS.layout`` by name."""
-    from purejaxql.atari_env import EnvPoolTeam, atari_close_matches, is_atari_name
-    from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
-    from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
-    from purejaxql.jumanji_env import JumanjiTeam, is_jumanji_name, refuse_other_jumanji
-    jaxmarl = import_jaxmarl()
-    name = cfg.get("ENV_NAME")
-    kwargs = dict(cfg.get("ENV_KWARGS") or {})
-    if is_gymnax_name(name):
-        return GymnaxTeam(name, **kwargs)
-    if is_craftax_name(name):
-        return CraftaxTeam(name, **kwargs)
-    if is_atari_name(name):
-        return EnvPoolTeam(name, seed=int(cfg.get("SEED") or 0), **kwargs)
-    if is_jumanji_name(name):
-        return JumanjiTeam(name, cfg.get("TASK"), **kwargs)
-    if cfg.get("TASK") is not None:
-        raise ConfigError(f"TASK {cfg['TASK']!r} names a task of ENV_NAME lbf or rware, not of {name}")
-    if name not in jaxmarl.registered_envs:
-        refuse_other_jumanji(name)
-        close = (difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3) + gymnax_close_matches(name)
-                 + craftax_close_matches(name) + atari_close_matches(name))
-        raise ConfigError(f"unknown ENV_NAME {name!r}" + (f"; close matches: {close}" if close else ""))
-    if "SMAX" in name:
-        from jaxmarl.environments.smax import map_name_to_scenario
-        map_name = cfg.get("MAP_NAME") or "3m"
-        try:
-            kwargs["scenario"] = map_name_to_scenario(map_name)
-        except Exception:
-            raise ConfigError(f"unknown SMAX MAP_NAME {map_name!r}") from None
-    if name in ("overcooked", "overcooked_v2"):
-        kwargs["layout"] = _overcooked_layout(name, kwargs.get("layout", "cramped_room"))
-    if name.startswith("MPE") and "action_type" not in kwargs:
-        try:  # some MPE scenarios default to continuous actions; ask for discrete ones where possible
-            return jaxmarl.make(name, action_type="Discrete", **kwargs)
-        except TypeError:  # the scenario takes no action_type
-            pass
-    return jaxmarl.make(name, **kwargs)
-
-
-def _overcooked_layout(name: str, layout):
-    """ENV_KWARGS.layout for Overcooked: a layout's name -> the layout jaxmarl's env takes (v1: its dict;
-    v2 looks names up itself); an unknown name lists the available ones."""
-    if name == "overcooked":
-        from jaxmarl.environments.overcooked import overcooked_layouts as layouts
-    else:
-        from jaxmarl.environments.overcooked_v2.layouts import overcooked_v2_layouts as layouts
-    if not isinstance(layout, str):
-        return layout
-    if layout not in layouts:
-        raise ConfigError(f"unknown {name} layout {layout!r} (ENV_KWARGS.layout); available: {sorted(layouts)}")
-    return layouts[layout] if name == "overcooked" else layout
-
-
-def env_label(cfg: Dict[str, Any]) -> str:
-    """How runs and checkpoints name the env: ENV_NAME, plus ``_<MAP_NAME>`` for SMAX, ``_<TASK>`` for lbf / rware."""
-    from purejaxql.jumanji_env import task_label
-    task = task_label(cfg["ENV_NAME"], cfg.get("TASK"))
-    return cfg["ENV_NAME"] + (f"_{cfg.get('MAP_NAME') or '3m'}" if "SMAX" in cfg["ENV_NAME"] else
-                              f"_{task}" if task else "")
+__all__ = ["import_jaxmarl", "make_env", "env_label", "CTRolloutManager", "space_dim", "space_shape", "stack_agents",
+           "unstack_agents", "time_limit_truncates", "EnvCarry", "reset_envs", "step_envs"]
 
 
 def space_dim(space) -> int:
@@ -135,6 +48,12 @@ def space_dim(space) -> int:
     if hasattr(space, "n"):
         return int(space.n)
     return int(np.prod(space.shape))
+
+
+def space_shape(space) -> tuple:
+    """A space's shape as a tuple (Hanabi's Box gives a bare integer; no shape: ())."""
+    shape = getattr(space, "shape", None)
+    return tuple(int(d) for d in np.atleast_1d(shape)) if shape is not None and np.size(shape) else ()
 
 
 def time_limit_truncates(env) -> bool:
