@@ -69,6 +69,7 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "TEST_INTERVAL": 0.05,         # fraction of updates between greedy evaluations
     "TEST_NUM_ENVS": 512,          # greedy evaluation episodes (one per env)
     "TEST_NUM_STEPS": None,        # steps of a greedy evaluation; default env.max_steps + 1
+    "TEST_EPSILON": 0.0,           # ε of the evaluation's policy (0 = greedy; EPyMARL's evaluation_epsilon)
     "DEBUG": False,                # print metrics at every greedy evaluation (host callback)
     "LOG_AGENTS_SEPARATELY": False,  # also log returns per agent and per team (default on for IQL)
     # environment identity: read by the CLI to build the env, accepted so a flat config can be passed
@@ -267,7 +268,7 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
                 raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
     floats = ["TOTAL_TIMESTEPS", "LR", "GAMMA", "EPSILON_START", "EPSILON_FINISH", "MAX_GRAD_NORM",
               "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE", "LAMBDA", "TD_LAMBDA",
-              "PER_ALPHA", "PER_BETA", "PER_ETA"]
+              "PER_ALPHA", "PER_BETA", "PER_ETA", "TEST_EPSILON"]
     for key in floats:
         if key in cfg:
             cfg[key] = _number(cfg, key)
@@ -275,7 +276,7 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
         raise ConfigError(f"LR must be > 0, got {cfg['LR']}")
     if not 0.0 < cfg["GAMMA"] <= 1.0:
         raise ConfigError(f"GAMMA must be in (0, 1], got {cfg['GAMMA']}")
-    for key in ("EPSILON_START", "EPSILON_FINISH"):
+    for key in ("EPSILON_START", "EPSILON_FINISH", "TEST_EPSILON"):
         if key in cfg and not 0.0 <= cfg[key] <= 1.0:
             raise ConfigError(f"{key} must be in [0, 1], got {cfg[key]}")
     for key in ("TD_LAMBDA", "PER_ALPHA", "PER_BETA", "PER_ETA"):

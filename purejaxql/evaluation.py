@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxql.environments import CTRolloutManager, reset_envs, step_envs
-from purejaxql.rl_math import masked_argmax
+from purejaxql.rl_math import epsilon_greedy, masked_argmax
 
 __all__ = ["make_greedy_eval", "greedy_actions", "teams_of", "per_agent_metrics"]
 
@@ -44,13 +44,15 @@ def per_agent_metrics(prefix: str, agent_means: jax.Array, agents: Sequence[str]
 
 
 def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: Callable,
-                     num_steps: int, log_agents: bool = False, team: Optional[Sequence[int]] = None
-                     ) -> Callable[[jax.Array, object], Dict[str, jax.Array]]:
+                     num_steps: int, log_agents: bool = False, team: Optional[Sequence[int]] = None,
+                     epsilon: float = 0.0) -> Callable[[jax.Array, object], Dict[str, jax.Array]]:
     """Greedy evaluation: reset ``env.batch_size`` envs, act greedily for at most ``num_steps`` steps (fewer
     when every env has finished an episode before), score the first episode each env finishes. Returns mean
     and std of team return over those episodes and their win rate (NaN where no env finished); with
     ``log_agents`` also each agent's and team's mean return (:func:`per_agent_metrics`). The team return sums
-    the agents ``team`` (default: all)."""
+    the agents ``team`` (default: all). ``epsilon`` > 0 (TEST_EPSILON): ε-greedy over the available actions
+    instead (a deterministic policy can stall for good in a deterministic world, e.g. two foragers each
+    waiting at a different food item)."""
 
     def evaluate(rng, params):
         rng, k_reset = jax.random.split(rng)
@@ -65,8 +67,16 @@ def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: 
         def step(c):
             t, carry, finished, ret, won = c
             hidden, q = apply_fn(params, carry.hidden, carry.obs[None], carry.first[None])
-            actions = greedy_actions(q[0], carry.avail)
-            carry, (_, done, agent_return, won_t, _) = step_envs(env, keys[t], carry, actions, hidden)
+            k_env = keys[t]
+            if epsilon > 0:   # (a Python float: the greedy program is unchanged at 0)
+                k_env, k_act = jax.random.split(k_env)
+                n = carry.avail.shape[0] * carry.avail.shape[1]
+                flat = jax.vmap(epsilon_greedy, (0, 0, 0, None))(
+                    jax.random.split(k_act, n), q[0].reshape(n, -1), carry.avail.reshape(n, -1), jnp.float32(epsilon))
+                actions = flat.reshape(carry.avail.shape[:2])
+            else:
+                actions = greedy_actions(q[0], carry.avail)
+            carry, (_, done, agent_return, won_t, _) = step_envs(env, k_env, carry, actions, hidden)
             new_first = done & ~finished
             ret = jnp.where(new_first[:, None], agent_return, ret)
             won = jnp.where(new_first, won_t, won)

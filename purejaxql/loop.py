@@ -97,7 +97,7 @@ def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
     wrapped = wrapped if idx is None else wrap(cfg["NUM_ENVS"])  # rebuilt only when some agents are frozen
     test_env = wrap(cfg["TEST_NUM_ENVS"])
     evaluate = make_greedy_eval(test_env, agents.apply, agents.initial_hidden, cfg["TEST_NUM_STEPS"],
-                                cfg["LOG_AGENTS_SEPARATELY"], team=idx)
+                                cfg["LOG_AGENTS_SEPARATELY"], team=idx, epsilon=cfg.get("TEST_EPSILON", 0.0))
     return Setup(config=cfg, env=wrapped, agents=agents, learner=agents.learner, idx=idx,
                  evaluate=evaluate, num_agents=N, num_trained=N if idx is None else len(idx))
 

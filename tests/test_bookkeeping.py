@@ -230,3 +230,18 @@ def test_record_carries_metrics_and_evaluates_every_test_every_and_at_the_last_u
         np.testing.assert_allclose(m["test_returned_episode_returns_std"], 2 * tested, rtol=1e-6)
         assert (m["env_step"], m["update_steps"], m["grad_steps"]) == (10 * u, u + 1, 2 * u)
         assert (float(m["loss"]), float(m["qvals"]), float(m["epsilon"])) == (1.5, -2.5, np.float32(0.3))
+
+
+def test_test_epsilon_acts_at_random_among_available_actions():
+    """TEST_EPSILON: on the two-step game with all-zero Q-values the greedy team always takes action 0 (state
+    2A: 7 to each agent, a team return of 14); at ε = 1 agent 0 picks 2A or 2B at random and 2B pays the mean of
+    [[0, 1], [1, 8]], so the mean team return is 2 (7 + 2.5) / 2 = 9.5 (standard error 0.23 over 512 episodes;
+    asserted within 0.7)."""
+    from envs import TwoStepGame
+    env = CTRolloutManager(TwoStepGame(), 512)
+    hidden = lambda b: jnp.zeros((b, 2, 0))   # noqa: E731
+    zero = lambda params, h, obs, first: (h, jnp.zeros(obs.shape[:-1] + (2,)))   # noqa: E731
+    greedy = jax.jit(make_greedy_eval(env, zero, hidden, 3))(jax.random.PRNGKey(0), None)
+    noisy = jax.jit(make_greedy_eval(env, zero, hidden, 3, epsilon=1.0))(jax.random.PRNGKey(0), None)
+    assert float(greedy["test_returned_episode_returns"]) == 14.0
+    assert abs(float(noisy["test_returned_episode_returns"]) - 9.5) < 0.7
