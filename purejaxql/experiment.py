@@ -117,7 +117,7 @@ def save_checkpoints(runner, train_cfg: Dict[str, Any], cfg: Dict[str, Any], spe
 
 def evaluate_checkpoint(path: str, cfg: Dict[str, Any], spec: Spec) -> Dict[str, float]:
     """EVAL_ONLY: greedy evaluation of a checkpoint's agents, no training. Uses the checkpoint's config
-    (env, network) with this run's TEST_NUM_ENVS / TEST_NUM_STEPS, and the key of the training run's
+    (env, network) with this run's TEST_NUM_ENVS / TEST_NUM_STEPS / TEST_EPSILON, and the key of the training run's
     final evaluation, so with the same test settings it reproduces that run's final greedy return."""
     params, info = load_checkpoint(resolve_path(path))
     module = info["module"]
@@ -127,7 +127,7 @@ def evaluate_checkpoint(path: str, cfg: Dict[str, Any], spec: Spec) -> Dict[str,
     if (trained_by.algorithm, trained_by.variant) != (spec.algorithm, spec.variant):
         print(f"purejaxql: note: {path} was trained by {module}; evaluating it as such", file=sys.stderr)
     ckpt_cfg = dict(info["config"])
-    for k in ("TEST_NUM_ENVS", "TEST_NUM_STEPS"):
+    for k in ("TEST_NUM_ENVS", "TEST_NUM_STEPS", "TEST_EPSILON"):
         if cfg.get(k) is not None:
             ckpt_cfg[k] = cfg[k]
     env = make_env(ckpt_cfg)
@@ -142,7 +142,8 @@ def evaluate_checkpoint(path: str, cfg: Dict[str, Any], spec: Spec) -> Dict[str,
         if "final_eval_key" in info else jax.random.PRNGKey(int(cfg.get("SEED", 0)))
     out = {k: float(v) for k, v in jax.jit(train.evaluate)(key, agent).items()}
     env_name = info["env"]
-    line = (f"{module} checkpoint {path} on {env_name}: greedy team return "
+    policy = "greedy" if not train.config.get("TEST_EPSILON") else f"ε-greedy (ε {train.config['TEST_EPSILON']})"
+    line = (f"{module} checkpoint {path} on {env_name}: {policy} team return "
             f"{out['test_returned_episode_returns']:.3f} ± {out['test_returned_episode_returns_std']:.3f} "
             f"over {train.config['TEST_NUM_ENVS']} episodes")
     if train.env.has_won:
