@@ -40,7 +40,7 @@ def make_env(cfg: Dict[str, Any]):
     from purejaxql.atari_env import EnvPoolTeam, atari_close_matches, is_atari_name
     from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
     from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
-    from purejaxql.jumanji_env import JumanjiTeam, is_jumanji_name, refuse_other_jumanji
+    from purejaxql.jumanji_env import JUMANJI_FAMILIES, JumanjiTeam, is_jumanji_name, refuse_other_jumanji
     jaxmarl = import_jaxmarl()
     name = cfg.get("ENV_NAME")
     kwargs = dict(cfg.get("ENV_KWARGS") or {})
@@ -57,7 +57,8 @@ def make_env(cfg: Dict[str, Any]):
     if name not in jaxmarl.registered_envs:
         refuse_other_jumanji(name)
         close = (difflib.get_close_matches(str(name), jaxmarl.registered_envs, n=3) + gymnax_close_matches(name)
-                 + craftax_close_matches(name) + atari_close_matches(name))
+                 + craftax_close_matches(name) + atari_close_matches(name)
+                 + difflib.get_close_matches(str(name), list(JUMANJI_FAMILIES), n=2))
         raise ConfigError(f"unknown ENV_NAME {name!r}" + (f"; close matches: {close}" if close else ""))
     if "SMAX" in name:
         from jaxmarl.environments.smax import map_name_to_scenario

@@ -125,6 +125,7 @@ def test_task_names_build_their_settings():
     ({"ENV_NAME": "lbf", "TASK": "6x6-2p-4f"}, r"4 food items and 2 agents do not fit a 6x6 grid"),
     ({"ENV_NAME": "rware", "ENV_KWARGS": {"shelf_columns": 2}}, r"rware: .*shelf_columns.*odd"),
     ({"ENV_NAME": "Snake-v1"}, r"Snake-v1 is a Jumanji environment that purejaxql does not run.*single-agent"),
+    ({"ENV_NAME": "rwar"}, r"unknown ENV_NAME 'rwar'; close matches: .*'rware'"),
     ({"ENV_NAME": "LevelBasedForaging-v0", "TASK": "8x8-2p-2f"}, r"takes no TASK.*ENV_NAME=lbf"),
     ({"ENV_NAME": "MPE_simple_spread_v3", "TASK": "tiny-2ag"}, r"TASK 'tiny-2ag' names a task of ENV_NAME lbf"),
 ])
