@@ -49,12 +49,8 @@ __all__ = ["is_atari_name", "atari_close_matches", "EnvPoolTeam"]
 
 
 def _envpool(name: str = "Atari"):
-    try:
-        import envpool
-    except ImportError:
-        raise ConfigError(f"ENV_NAME {name} needs the atari extra (EnvPool), which is not installed: "
-                          f'pip install -e ".[atari]"  (or: pip install envpool)') from None
-    return envpool
+    from purejaxql.env_registry import import_extra
+    return import_extra("envpool", name, "atari", "envpool", " (EnvPool)")
 
 
 def is_atari_name(name: Any) -> bool:

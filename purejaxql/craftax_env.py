@@ -45,12 +45,9 @@ def craftax_close_matches(name: str):
 
 
 def _make_craftax(name: str):
-    try:
-        from craftax.craftax_env import make_craftax_env_from_name
-    except ImportError:
-        raise ConfigError(f"ENV_NAME {name} needs the craftax extra, which is not installed: "
-                          f'pip install -e ".[craftax]"  (or: pip install craftax)') from None
-    return make_craftax_env_from_name(name, auto_reset=False)
+    from purejaxql.env_registry import import_extra
+    return import_extra("craftax.craftax_env", name, "craftax", "craftax").make_craftax_env_from_name(
+        name, auto_reset=False)
 
 
 class CraftaxTeam(TeamOfOne):

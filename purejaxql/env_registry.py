@@ -5,13 +5,24 @@ RWARE), with one clear :class:`~purejaxql.config.ConfigError` for a name or sett
 from __future__ import annotations
 
 import difflib
+import importlib
 import io
 import sys
 from typing import Any, Dict
 
 from purejaxql.config import ConfigError
 
-__all__ = ["import_jaxmarl", "make_env", "env_label"]
+__all__ = ["import_jaxmarl", "import_extra", "make_env", "env_label"]
+
+
+def import_extra(module: str, env_name: str, extra: str, package: str, what: str = ""):
+    """``import module`` for an optional environment family, or one ConfigError naming the extra that
+    installs it (``what``: a word on what the extra is, e.g. " (EnvPool)")."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"ENV_NAME {env_name} needs the {extra} extra{what}, which is not installed: "
+                          f'pip install -e ".[{extra}]"  (or: pip install {package})') from None
 
 def import_jaxmarl():
     """``import jaxmarl`` without the lines it prints on its first import ("Importing submoduled

@@ -65,15 +65,6 @@ def is_jumanji_name(name: Any) -> bool:
     return isinstance(name, str) and name in JUMANJI_FAMILIES
 
 
-def _jumanji(name: str):
-    try:
-        import jumanji
-    except ImportError:
-        raise ConfigError(f"ENV_NAME {name} needs the jumanji extra, which is not installed: "
-                          f'pip install -e ".[jumanji]"  (or: pip install jumanji)') from None
-    return jumanji
-
-
 def refuse_other_jumanji(name: Any) -> None:
     """A Jumanji id purejaxql does not run (single-agent ones such as ``Snake-v1``, or Cleaner / Connector)
     is named as such rather than as an unknown ENV_NAME."""
@@ -184,7 +175,8 @@ class JumanjiTeam:
     reports_truncation = True     # ... marked by infos["truncated"]
 
     def __init__(self, name: str, task: Optional[str] = None, **kwargs):
-        _jumanji(name)
+        from purejaxql.env_registry import import_extra
+        import_extra("jumanji", name, "jumanji", "jumanji")
         family = JUMANJI_FAMILIES[name]
         if name in DEFAULT_TASKS:
             task = task_label(name, task)

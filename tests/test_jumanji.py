@@ -35,7 +35,7 @@ def reference_run(team, key, steps, seed):
         state, ts = step(state, actions)
         last = bool(ts.last())
         reward = np.broadcast_to(np.asarray(ts.reward, np.float32), (team.num_agents,))
-        if reward.ndim == 1 and np.ndim(ts.reward) == 0:
+        if np.ndim(ts.reward) == 0:   # RWARE's one team reward, split equally
             reward = reward / team.num_agents
         if team.family == "lbf":   # all food eaten is the real end; Jumanji marks a time limit by discount 1
             timeout = last and float(np.asarray(ts.discount).ravel()[0]) > 0
