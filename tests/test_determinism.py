@@ -46,7 +46,10 @@ def run_two_processes(folder):
     return [dict(np.load(path)) for path, _ in runs]
 
 
-# one test, not two: under pytest-xdist two tests could land on two workers, each starting its own pair
+# one test, not two: under pytest-xdist two tests could land on two workers, each starting its own pair.
+# slow (~2 min, both cores): the default run checks chunked = one program at the suite's optimisation level
+# (tests/test_train.py) and that reruns are bit-identical across processes (tests/test_resume.py)
+@pytest.mark.slow
 @pytest.mark.timeout(540)
 def test_chunked_run_equals_one_program_and_two_processes_agree_at_the_default_optimisation_level(tmp_path):
     first, second = run_two_processes(tmp_path)

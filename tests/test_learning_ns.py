@@ -32,6 +32,9 @@ CONFIG = {"ENV_NAME": "MPE_simple_speaker_listener_v4", "TOTAL_TIMESTEPS": 5e5, 
           "TEST_INTERVAL": 0.1, "TEST_NUM_ENVS": 256}
 
 
+# slow (~2 min on 2 cores): the default run's learning check of per-agent networks is the two-step game's
+# qmix_ns case (tests/test_two_step.py)
+@pytest.mark.slow
 def test_qmix_ns_listener_uses_the_speaker():
     env = make_env(CONFIG)
     out = jax.jit(qmix_ns.make_train(CONFIG, env))(jax.random.PRNGKey(0))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from envs import TwoStepGame, TwoStepState
-from purejaxql import iql_ps, qmix_ps, vdn_ps
+from purejaxql import iql_ps, qmix_ns, qmix_ps, vdn_ps
 
 # QMIX runs with its shipped mixer (QMIX_DEFAULTS) and, like VDN and IQL, the shipped LR decay.
 CONFIG = dict(NUM_ENVS=16, NUM_STEPS=2, TOTAL_TIMESTEPS=1.5e4, BUFFER_SIZE=512, BUFFER_BATCH_SIZE=32,
@@ -84,8 +84,9 @@ def check(module, alg: str, greedy: float, tol: float):
 
 
 @pytest.mark.timeout(300)
-def test_qmix_finds_the_optimal_joint_action():
-    check(qmix_ps, "qmix", 16.0, 0.5)  # both agents paid 8
+@pytest.mark.parametrize("module", [qmix_ps, qmix_ns], ids=["ps", "ns"])
+def test_qmix_finds_the_optimal_joint_action(module):
+    check(module, "qmix", 16.0, 0.5)  # both agents paid 8 (ns: each agent with its own network)
 
 
 @pytest.mark.timeout(300)
