@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import jax
 
-from purejaxql.q_learning import Mixer, QAlgorithm, Team
+from purejaxql.decomposition import Mixer, QAlgorithm, Team
 
 
 def independent(mixer_params, q: jax.Array, state: jax.Array, ctx=None) -> jax.Array:

@@ -14,7 +14,7 @@ agents' unit features taken from the state; environments differ in how (and whet
 agent, so here e_i is agent i's observation (its own features, with its one-hot id when OBS_AGENT_ID).
 The paper's regulariser on the attention logits is left out.
 
-Learnt from the team reward with the replay loop's double-Q target through the target mixer (purejaxql.q_learning):
+Learnt from the team reward with the replay loop's double-Q target through the target mixer (purejaxql.decomposition):
     y_t = r_t + γ (1 - d_t) Mix̄(Q̄_i(o_{t+1,i}, argmax_{a ∈ avail} Q_i(o_{t+1,i}, a)), s_{t+1}, o_{t+1})
     L = mean_{t, b} (y_t - Mix(Q_i(o_{t,i}, u_{t,i}), s_t, o_t))²
 """
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax.linen.initializers import constant
 
 from purejaxql.networks import orthogonal
-from purejaxql.q_learning import AgentContext, Mixer, QAlgorithm, Team
+from purejaxql.decomposition import AgentContext, Mixer, QAlgorithm, Team
 
 
 class QattenMixer(nn.Module):

@@ -7,7 +7,7 @@ s = ``obs["__all__"]``; absolute values make every weight non-negative, so ∂Q_
     h     = ELU(q W1(s) + b1(s)),    W1(s) = |hyper_w1(s)| ∈ R^{N×E},  b1(s) ∈ R^E
     Q_tot = h W2(s) + V(s),          W2(s) = |hyper_w2(s)| ∈ R^{E×1},  V(s) a 2-layer MLP
 Learnt from the team reward r_t = Σ_i r_{t,i} with the replay loop's double-Q target through the target
-mixer (purejaxql.q_learning):
+mixer (purejaxql.decomposition):
     y_t = r_t + γ (1 - d_t) Mix̄(Q̄_i(o_{t+1,i}, argmax_{a ∈ avail} Q_i(o_{t+1,i}, a)), s_{t+1})
     L = mean_{t, b} (y_t - Mix(Q_i(o_{t,i}, a_{t,i}), s_t))²
 """
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax.linen.initializers import constant
 
 from purejaxql.networks import orthogonal
-from purejaxql.q_learning import Mixer, QAlgorithm, Team
+from purejaxql.decomposition import Mixer, QAlgorithm, Team
 
 
 class HyperNetwork(nn.Module):

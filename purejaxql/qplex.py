@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax.linen.initializers import constant
 
 from purejaxql.networks import orthogonal
-from purejaxql.q_learning import AgentContext, Mixer, QAlgorithm, Team
+from purejaxql.decomposition import AgentContext, Mixer, QAlgorithm, Team
 
 
 class StateMLP(nn.Module):

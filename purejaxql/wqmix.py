@@ -29,7 +29,7 @@ from flax.linen.initializers import constant
 
 from purejaxql.evaluation import greedy_actions
 from purejaxql.networks import orthogonal
-from purejaxql.q_learning import Mixer, QAlgorithm, Team, Transitions, double_q_inputs, td_targets
+from purejaxql.decomposition import Mixer, QAlgorithm, Team, Transitions, double_q_inputs, td_targets
 from purejaxql.qmix import QMixer
 
 

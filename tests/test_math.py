@@ -10,13 +10,13 @@ import pytest
 from purejaxql import iql, qmix, vdn
 from purejaxql.config import QMIX_DEFAULTS
 from purejaxql.networks import AgentNetwork, SharedAgents
-from purejaxql.q_learning import Team, td_loss
+from purejaxql.decomposition import Team, td_loss
 from purejaxql.rl_math import (double_q_bootstrap, double_q_td_error, epsilon_greedy,
                                linear_schedule, masked_argmax, masked_mean)
 
 
 def loss_of(algorithm, online, target, q_taken, q_next, rewards, discount, states=None):
-    """The replay loop's loss (q_learning.td_loss) with ``algorithm``'s mixer (no mask)."""
+    """The replay loop's loss (decomposition.td_loss) with ``algorithm``'s mixer (no mask)."""
     T, Bs, N = np.shape(q_taken)
     states = np.zeros((T + 1, Bs, 0), np.float32) if states is None else states
     mixer = algorithm.make_mixer(dict(QMIX_DEFAULTS), Team(N, states.shape[-1], 0, 0))

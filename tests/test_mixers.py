@@ -20,7 +20,7 @@ import pytest
 from envs import MatrixGame, TwoStepGame, TwoStepState
 from purejaxql import qatten, qplex, wqmix
 from purejaxql.config import QATTEN_DEFAULTS, QPLEX_DEFAULTS, WQMIX_DEFAULTS, ConfigError
-from purejaxql.q_learning import AgentContext, Team, Transitions
+from purejaxql.decomposition import AgentContext, Team, Transitions
 from test_two_step import CONFIG as TWO_STEP_CONFIG, SEEDS as TWO_STEP_SEEDS, fixed_point
 
 NEW_ALGS = ("qplex", "owqmix", "cwqmix", "qatten")

@@ -88,6 +88,12 @@ TARGETS: Dict[str, dict] = {
         "tests/test_two_step.py::test_qmix_finds_the_optimal_joint_action",
         "tests/test_train.py::test_notebook_usage_and_output_contract",
         "tests/test_frozen_agents.py::test_frozen_agent_acts_greedily_in_the_training_rollout[vdn]"]),
+    "decomposition.py": dict(quota=8, tests=[
+        *[f"tests/test_math.py::test_{t}" for t in (
+            "double_q_td_error_matches_python_loop", "double_q_bootstrap_matches_python_loop",
+            "bootstrap_never_picks_unavailable_action", "td_error_does_not_differentiate_through_target",
+            "vdn_loss_matches_numpy", "qmix_loss_matches_numpy", "iql_loss_matches_numpy")],
+        "tests/test_replay_loop.py", "tests/test_two_step.py::test_qmix_finds_the_optimal_joint_action"]),
     "pqn.py": dict(quota=12, tests=[
         "tests/test_pqn.py::test_q_lambda_targets_match_a_plain_loop",
         "tests/test_pqn.py::test_learning_stage_matches_a_reference",
