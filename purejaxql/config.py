@@ -53,6 +53,9 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "OPTIMIZER": "adam",           # "adam" or "radam"
     "GAMMA": 0.99,                 # discount
     "REW_SCALE": 1.0,              # rewards are multiplied by this in the loss
+    "REW_SHAPING_HORIZON": 0,      # env steps over which the env's shaped reward (Overcooked's) is added to the
+                                   # learnt reward with a weight annealed linearly from 1 to 0 (JaxMARL's key;
+                                   # the logged returns stay the env's own); 0 = not added
     "TIMEOUT_AS_TERMINAL": None,   # False: the last step of an episode cut by the time limit (env.max_steps)
                                    # leaves the loss; True: every episode end is terminal. None = from the
                                    # env: False where episode ends are time limits, not terminal states
@@ -268,10 +271,18 @@ def resolve_config(config: Mapping[str, Any], spec, env=None) -> Dict[str, Any]:
                 raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
     floats = ["TOTAL_TIMESTEPS", "LR", "GAMMA", "EPSILON_START", "EPSILON_FINISH", "MAX_GRAD_NORM",
               "TAU", "REW_SCALE", "LEARNING_STARTS", "TEST_INTERVAL", "AGENT_INIT_SCALE", "LAMBDA", "TD_LAMBDA",
-              "PER_ALPHA", "PER_BETA", "PER_ETA", "TEST_EPSILON"]
+              "PER_ALPHA", "PER_BETA", "PER_ETA", "TEST_EPSILON", "REW_SHAPING_HORIZON"]
     for key in floats:
         if key in cfg:
             cfg[key] = _number(cfg, key)
+    if cfg["REW_SHAPING_HORIZON"] < 0:
+        raise ConfigError(f"REW_SHAPING_HORIZON must be >= 0 (0: no shaping), got {cfg['REW_SHAPING_HORIZON']}")
+    if env is not None and cfg["REW_SHAPING_HORIZON"] > 0:
+        from purejaxql.environments import reports_shaped_reward
+        if not reports_shaped_reward(env):
+            raise ConfigError(f"REW_SHAPING_HORIZON={cfg['REW_SHAPING_HORIZON']:g} needs an env that pays a shaped "
+                              f"reward (infos['shaped_reward'], as Overcooked); {getattr(env, 'name', type(env).__name__)} "
+                              f"does not: leave REW_SHAPING_HORIZON at 0")
     if cfg["LR"] <= 0:
         raise ConfigError(f"LR must be > 0, got {cfg['LR']}")
     if not 0.0 < cfg["GAMMA"] <= 1.0:

@@ -14,7 +14,9 @@ environments for centralised training:
   (``add_agent_id``) a one-hot agent id (so agents of different shapes can share one network);
 * action sets padded to the largest agent's; padded actions are marked unavailable;
 * ``infos["won_episode"]`` on environments with a battle outcome (SMAX); ``infos["truncated"]`` (episode cut
-  by the time limit) on envs that report it (``reports_truncation``: the gymnax adapter).
+  by the time limit) on envs that report it (``reports_truncation``: the gymnax adapter);
+  ``infos["shaped_reward"]`` ({agent: reward}) on envs that pay one beside their own reward (Overcooked:
+  :func:`reports_shaped_reward`; the loops add it with an annealed weight, REW_SHAPING_HORIZON).
 
 Environments auto-reset inside ``step`` (JaxMARL semantics): after a step whose ``dones["__all__"]`` is
 true, the returned observation is the first observation of the next episode.
@@ -40,7 +42,8 @@ from purejaxql.config import ConfigError
 from purejaxql.env_registry import env_label, import_jaxmarl, make_env
 
 __all__ = ["import_jaxmarl", "make_env", "env_label", "CTRolloutManager", "space_dim", "space_shape", "stack_agents",
-           "unstack_agents", "time_limit_truncates", "EnvCarry", "reset_envs", "step_envs"]
+           "unstack_agents", "time_limit_truncates", "reports_shaped_reward", "EnvCarry", "reset_envs",
+           "step_envs"]
 
 
 def space_dim(space) -> int:
@@ -203,7 +206,9 @@ class CTRolloutManager:
         rewards = {a: rewards[a] for a in self.agents}
         rewards["__all__"] = self.global_reward(rewards)
         # envs that say which episode ends are time limits (purejaxql.gymnax_env) pass that on
-        infos = {"truncated": infos["truncated"]} if self.reports_truncation else {}
+        raw_infos, infos = infos, ({"truncated": infos["truncated"]} if self.reports_truncation else {})
+        if "shaped_reward" in raw_infos:  # Overcooked's shaping reward, per agent
+            infos["shaped_reward"] = {a: raw_infos["shaped_reward"][a] for a in self.agents}
         if self.has_won:  # SMAX: a won battle pays the won bonus on its last step
             won_bonus = self._env.won_battle_bonus
             infos["won_episode"] = dones["__all__"] & jnp.any(
@@ -247,6 +252,18 @@ class CTRolloutManager:
         return jax.random.categorical(key, logits, axis=-1)
 
 
+def reports_shaped_reward(env) -> bool:
+    """Whether ``env``'s step pays a shaped reward beside its own (``infos["shaped_reward"]``, Overcooked), found
+    by tracing one reset and step (nothing runs). Envs that step their batch themselves pay none."""
+    if callable(getattr(env, "batch_step", None)):
+        return False
+
+    def one_step(key):
+        _, state = env.reset(key)
+        return env.step(key, state, {a: jnp.int32(0) for a in env.agents})[4]
+    return "shaped_reward" in jax.eval_shape(one_step, jax.random.PRNGKey(0))
+
+
 def _base_get_avail_actions():
     from jaxmarl.environments.multi_agent_env import MultiAgentEnv
     return MultiAgentEnv.get_avail_actions
@@ -280,11 +297,13 @@ def reset_envs(env: "CTRolloutManager", rng: jax.Array, hidden: jax.Array) -> En
 
 
 def step_envs(env: "CTRolloutManager", rng: jax.Array, carry: EnvCarry, actions: jax.Array,
-              hidden: jax.Array):
+              hidden: jax.Array, shaping_weight=None):
     """Step every env with ``actions`` (B, N). Returns the new carry and the step's outputs:
     rewards (B, N), done (B,), each agent's return of the episode so far (B, N) (the finished
-    episode's where done), won (B,), and timeout (B,): the episode ended by reaching
-    ``env.max_steps`` steps (a time limit)."""
+    episode's where done), won (B,), timeout (B,): the episode ended by reaching ``env.max_steps``
+    steps (a time limit), and shaped (B, N): the env's shaped reward (zeros without ``shaping_weight``).
+    With ``shaping_weight`` (a scalar: REW_SHAPING_HORIZON's annealed weight) the rewards are the env's own
+    plus ``shaping_weight`` × shaped (what the loss learns from); the returns count the env's own only."""
     obs_d, env_state, rew_d, done_d, infos = env.batch_step(
         rng, carry.env_state, unstack_agents(actions, env.agents))
     rewards = stack_agents(rew_d, env.agents)   # (B, N)
@@ -296,6 +315,10 @@ def step_envs(env: "CTRolloutManager", rng: jax.Array, carry: EnvCarry, actions:
         timeout = done & infos["truncated"]
     else:
         timeout = done & (ep_len >= (env.max_steps or jnp.iinfo(jnp.int32).max))
+    shaped = jnp.zeros_like(rewards)
+    if shaping_weight is not None:
+        shaped = stack_agents(infos["shaped_reward"], env.agents).astype(rewards.dtype)  # (B, N)
+        rewards = rewards + shaping_weight * shaped
     new = EnvCarry(env_state=env_state,
                    obs=stack_agents(obs_d, env.agents),
                    state=obs_d["__all__"],
@@ -304,4 +327,4 @@ def step_envs(env: "CTRolloutManager", rng: jax.Array, carry: EnvCarry, actions:
                    hidden=hidden,
                    ep_return=jnp.where(done[:, None], 0.0, ep_return),
                    ep_len=jnp.where(done, 0, ep_len))
-    return new, (rewards, done, ep_return, won, timeout)
+    return new, (rewards, done, ep_return, won, timeout, shaped)

@@ -76,7 +76,7 @@ def make_greedy_eval(env: CTRolloutManager, apply_fn: Callable, initial_hidden: 
                 actions = flat.reshape(carry.avail.shape[:2])
             else:
                 actions = greedy_actions(q[0], carry.avail)
-            carry, (_, done, agent_return, won_t, _) = step_envs(env, k_env, carry, actions, hidden)
+            carry, (_, done, agent_return, won_t, _, _) = step_envs(env, k_env, carry, actions, hidden)
             new_first = done & ~finished
             ret = jnp.where(new_first[:, None], agent_return, ret)
             won = jnp.where(new_first, won_t, won)

@@ -17,10 +17,10 @@ from purejaxql.config import RECURRENT_AGENT_TYPES
 from purejaxql.environments import CTRolloutManager, EnvCarry
 from purejaxql.evaluation import greedy_actions, make_greedy_eval, per_agent_metrics
 from purejaxql.networks import AgentNetwork
-from purejaxql.rl_math import epsilon_greedy
+from purejaxql.rl_math import epsilon_greedy, linear_schedule
 
-__all__ = ["Setup", "Program", "build", "act", "episode_stats", "initial_metrics", "record", "eval_key",
-           "debug_print"]
+__all__ = ["Setup", "Program", "build", "act", "shaping_weight", "shaping_metrics", "episode_stats", "initial_metrics", "record",
+           "eval_key", "debug_print"]
 
 
 @dataclass
@@ -115,6 +115,23 @@ def act(agents, params, carry: EnvCarry, epsilon: jax.Array, key: jax.Array):
     return hidden, q[0], actions
 
 
+def shaping_weight(cfg, timesteps: jax.Array):
+    """The weight of the env's shaped reward after ``timesteps`` env steps: 1 annealed linearly to 0 over
+    REW_SHAPING_HORIZON steps (JaxMARL's anneal), or None when the config adds no shaped reward."""
+    horizon = cfg.get("REW_SHAPING_HORIZON", 0)
+    if isinstance(horizon, (int, float)) and horizon <= 0:
+        return None
+    return linear_schedule(1.0, 0.0, horizon, timesteps)
+
+
+def shaping_metrics(weight, shaped: jax.Array) -> Dict[str, jax.Array]:
+    """The update's shaping metrics: the weight and the trained agents' shaped reward per env step, summed
+    over agents and averaged over the rollout (``shaped`` (T, B, Nt), before weighting); {} without shaping."""
+    if weight is None:
+        return {}
+    return {"rew_shaping_weight": weight, "shaped_rewards": shaped.sum(-1).mean()}
+
+
 def episode_stats(setup: Setup, agent_return: jax.Array, done: jax.Array, won: jax.Array, log_agents: bool):
     """Returns of the episodes that ended during a rollout: agent_return (T, B, N) (each agent's return
     where done), done, won (T, B) -> (metrics, number of episodes that ended)."""
@@ -139,10 +156,11 @@ def initial_metrics(setup: Setup, log_agents: bool) -> Dict[str, jax.Array]:
     return {k: jnp.float32(jnp.nan) for k in names}
 
 
-def record(cfg, setup: Setup, last, stats, n_done, update_idx, test_rng, train, loss, qvals, epsilon):
+def record(cfg, setup: Setup, last, stats, n_done, update_idx, test_rng, train, loss, qvals, epsilon, extra=None):
     """End of an update's bookkeeping: carry the latest episode metrics forward, run the greedy evaluation
     when it is due (every TEST_EVERY updates and at the last one, with key :func:`eval_key`), and return
-    (carried metrics, the update's metrics). ``train`` is the train state (params, counters)."""
+    (carried metrics, the update's metrics). ``train`` is the train state (params, counters); ``extra``
+    (a dict) joins the update's metrics (:func:`shaping_metrics`)."""
     last = {**last, **{k: jnp.where(n_done > 0, v, last[k]) for k, v in stats.items()}}
     do_test = (update_idx % cfg["TEST_EVERY"] == 0) | (update_idx == cfg["NUM_UPDATES"] - 1)
     if cfg["TEST_DURING_TRAINING"]:
@@ -153,7 +171,7 @@ def record(cfg, setup: Setup, last, stats, n_done, update_idx, test_rng, train, 
             do_test, lambda: {k: v for k, v in setup.evaluate(k_test, agent_params).items() if k in test_keys},
             lambda: {k: last[k] for k in test_keys})}
     metrics = {"env_step": train.timesteps, "update_steps": train.n_updates, "grad_steps": train.grad_steps,
-               "loss": loss, "qvals": qvals, "epsilon": epsilon, **last}
+               "loss": loss, "qvals": qvals, "epsilon": epsilon, **(extra or {}), **last}
     if cfg["DEBUG"]:
         jax.debug.callback(debug_print, metrics, do_test)
     return last, metrics

@@ -39,7 +39,8 @@ import optax
 
 from purejaxql.config import RECURRENT_AGENT_TYPES
 from purejaxql.environments import EnvCarry, reset_envs, step_envs
-from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
+from purejaxql.loop import (Program, act, build, episode_stats, initial_metrics, record, shaping_metrics,
+                            shaping_weight)
 from purejaxql.rl_math import lambda_returns, linear_schedule, masked_mean
 
 
@@ -74,11 +75,12 @@ class Steps(NamedTuple):
     avail: jax.Array         # (T, B, Nt, A)
     q: jax.Array             # (T, B, Nt, A) Q-values the agents acted on
     actions: jax.Array       # (T, B, Nt)
-    rewards: jax.Array       # (T, B, Nt)
+    rewards: jax.Array       # (T, B, Nt) what the loss learns from (with REW_SHAPING_HORIZON: + weight × shaped)
     done: jax.Array          # (T, B) the episode ended with actions[t]
     timeout: jax.Array       # (T, B) ... by the time limit
     agent_return: jax.Array  # (T, B, N) each agent's return so far (the finished episode's where done)
     won: jax.Array           # (T, B)
+    shaped: jax.Array        # (T, B, Nt) the env's shaped reward, unweighted (zeros without REW_SHAPING_HORIZON)
 
 
 class Samples(NamedTuple):
@@ -129,8 +131,9 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
                           hidden=jnp.zeros((B, Nt, learner.hidden_dim)))
         return RunnerState(train, carry, context, initial_metrics(setup, log_agents), rng, test_rng)
 
-    def rollout(params, carry: EnvCarry, epsilon, rng):
-        """T steps of B envs -> (carry, Steps (T, B, ...), hidden before step T - W)."""
+    def rollout(params, carry: EnvCarry, epsilon, rng, shaping=None):
+        """T steps of B envs -> (carry, Steps (T, B, ...), hidden before step T - W). ``shaping``: the weight of
+        the env's shaped reward in the rewards learnt from (None: none)."""
         def step(c, xs):
             carry, h_ctx = c
             t, k = xs
@@ -138,10 +141,12 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
             if W:  # keep the hidden state the context will start from
                 h_ctx = jnp.where(t == T - W, carry.hidden, h_ctx)
             hidden, q, actions = act(agents, params, carry, epsilon, k_act)   # q (B, N, A), actions (B, N)
-            new, (rewards, done, agent_return, won, timeout) = step_envs(wrapped, k_env, carry, actions, hidden)
+            new, (rewards, done, agent_return, won, timeout, shaped) = step_envs(wrapped, k_env, carry, actions,
+                                                                                hidden, shaping)
             out = Steps(obs=of_trained(carry.obs, 1), first=carry.first, avail=of_trained(carry.avail, 1),
                         q=of_trained(q, 1), actions=of_trained(actions, 1), rewards=of_trained(rewards, 1),
-                        done=done, timeout=timeout, agent_return=agent_return, won=won)
+                        done=done, timeout=timeout, agent_return=agent_return, won=won,
+                        shaped=of_trained(shaped, 1))
             return (new, h_ctx), out
 
         (carry, h_ctx), steps = jax.lax.scan(step, (carry, carry.hidden), (jnp.arange(T), jax.random.split(rng, T)))
@@ -219,7 +224,8 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
         epsilon = linear_schedule(cfg["EPSILON_START"], cfg["EPSILON_FINISH"],
                                   cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
         params = train.params["agent"]
-        carry, steps, h_ctx = rollout(params, runner.env, epsilon, k_roll)
+        shaping = shaping_weight(cfg, train.timesteps)
+        carry, steps, h_ctx = rollout(params, runner.env, epsilon, k_roll, shaping)
         g, mask = targets(params, carry, steps)
         train, loss, qvals = learn(train, samples(steps, runner.context, g, mask), k_learn)
         context = next_context(runner.context, steps, h_ctx)
@@ -227,7 +233,7 @@ def make_train(cfg: Dict[str, Any], env, agents_cls) -> Program:
 
         stats, n_done = episode_stats(setup, steps.agent_return, steps.done, steps.won, log_agents)
         last, metrics = record(cfg, setup, runner.last, stats, n_done, update_idx, runner.test_rng, train, loss,
-                               qvals, epsilon)
+                               qvals, epsilon, shaping_metrics(shaping, steps.shaped))
         return RunnerState(train, carry, context, last, rng, runner.test_rng), metrics
 
     return Program.of(setup, init, update, Parts(rollout=rollout, targets=targets, samples=samples,

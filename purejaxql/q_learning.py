@@ -43,7 +43,8 @@ import optax
 
 from purejaxql.decomposition import Mixer, QAlgorithm, Team, Transitions, standard_loss
 from purejaxql.environments import EnvCarry, reset_envs, step_envs
-from purejaxql.loop import Program, act, build, episode_stats, initial_metrics, record
+from purejaxql.loop import (Program, act, build, episode_stats, initial_metrics, record, shaping_metrics,
+                            shaping_weight)
 from purejaxql.replay import (RewardStats, make_replay, sequence_priorities, standardise,
                               update_reward_stats)
 from purejaxql.rl_math import linear_schedule, masked_mean
@@ -83,7 +84,8 @@ class RunnerState(NamedTuple):
 
 class Parts(NamedTuple):
     """The stages of one update (``Program.parts``), for tests and for hacking on the algorithm."""
-    rollout: Callable     # (agent params, EnvCarry, ε, rng) -> (carry, chunk (B, ...), stats, n_done)
+    rollout: Callable     # (agent params, EnvCarry, ε, rng, shaping weight | None) -> (carry, chunk (B, ...),
+                          #   stats, n_done, shaped reward (T, B, Nt))
     sequences: Callable   # sampled chunk pairs (Bs, 2, ...) -> time-major sequences (T+1, Bs, ...)
     loss: Callable        # (params, target params, sequences, importance weights | None, RewardStats | None)
                           #   -> (loss, (mean Q of the taken actions, sequence priorities (Bs,)))
@@ -145,24 +147,25 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         last = initial_metrics(setup, log_agents)
         return RunnerState(train, buffer.init(dummy), carry, last, rng, test_rng)
 
-    def rollout(params, carry: EnvCarry, epsilon, rng):
-        """T ε-greedy steps of B envs -> (carry, chunk (B, ...), episode stats)."""
+    def rollout(params, carry: EnvCarry, epsilon, rng, shaping=None):
+        """T ε-greedy steps of B envs -> (carry, chunk (B, ...), episode stats, episodes ended, shaped reward
+        (T, B, Nt)). ``shaping``: the weight of the env's shaped reward in the stored rewards (None: none)."""
         def step(carry, k):
             k_act, k_env = jax.random.split(k)
             hidden, _, actions = act(agents, params, carry, epsilon, k_act)  # actions (B, N)
-            new, (rewards, done, agent_return, won, timeout) = step_envs(wrapped, k_env, carry, actions,
-                                                                        hidden)
+            new, (rewards, done, agent_return, won, timeout, shaped) = step_envs(wrapped, k_env, carry, actions,
+                                                                                hidden, shaping)
             out = (of_trained(carry.obs, 1), carry.state[:, :S], carry.first, of_trained(carry.avail, 1),
                    of_trained(actions, 1), of_trained(rewards, 1), done, timeout)
-            return new, (out, agent_return, won)
+            return new, (out, agent_return, won, of_trained(shaped, 1))
 
         h0 = of_trained(carry.hidden, 1)[..., :Ht]
-        carry, (out, agent_return, won) = jax.lax.scan(step, carry, jax.random.split(rng, T))
+        carry, (out, agent_return, won, shaped) = jax.lax.scan(step, carry, jax.random.split(rng, T))
         steps = Chunk(*out, hidden=h0)                       # fields (T, B, ...), hidden (B, Nt, Ht)
         chunk = steps._replace(**{f: jnp.swapaxes(getattr(steps, f), 0, 1)
                                   for f in Chunk._fields if f != "hidden"})  # (B, T, ...)
         stats, n_done = episode_stats(setup, agent_return, steps.dones, won, log_agents)
-        return carry, chunk, stats, n_done
+        return carry, chunk, stats, n_done, shaped
 
     def sequences(sample: Chunk) -> Chunk:
         """(Bs, 2, ...) pairs of consecutive chunks -> time-major sequences of T+1 steps (T for
@@ -246,7 +249,8 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         rng, k_roll, k_learn, _ = jax.random.split(runner.rng, 4)
         epsilon = linear_schedule(cfg["EPSILON_START"], cfg["EPSILON_FINISH"],
                                   cfg["EPSILON_ANNEAL_TIME"], train.timesteps)
-        carry, chunk, stats, n_done = rollout(train.params["agent"], runner.env, epsilon, k_roll)
+        shaping = shaping_weight(cfg, train.timesteps)
+        carry, chunk, stats, n_done, shaped = rollout(train.params["agent"], runner.env, epsilon, k_roll, shaping)
         buffer_state = buffer.add(runner.buffer, jax.tree.map(lambda x: x[:, None], chunk))
         train = train._replace(timesteps=train.timesteps + steps_per_update)
         if cfg["REW_NORM"]:
@@ -267,7 +271,7 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
             lambda t: t, train)
 
         last, metrics = record(cfg, setup, runner.last, stats, n_done, update_idx, runner.test_rng, train, loss,
-                               qvals, epsilon)
+                               qvals, epsilon, shaping_metrics(shaping, shaped))
         return RunnerState(train, buffer_state, carry, last, rng, runner.test_rng), metrics
 
     return Program.of(setup, init, update, Parts(rollout=rollout, sequences=sequences, loss=loss_fn,
