@@ -33,6 +33,8 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "CNN_STRIDES": None,           # AGENT_TYPE=cnn: stride of each convolution; null = 1 for each
     "CNN_PADDING": "VALID",        # AGENT_TYPE=cnn: VALID (no padding) or SAME (output as large as the input)
     "AGENT_HIDDEN_DIM": 64,        # width of the agent network
+    "NUM_LAYERS": 1,               # hidden Dense layers of the agent network (after the convolutions of cnn
+                                   # agents, before the GRU / LSTM of rnn / lstm ones)
     "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
     "OBS_AGENT_ID": None,          # append a one-hot agent id to observations; default: on for shared
                                    # parameters (_ps), off for per-agent parameters (_ns)

@@ -1,28 +1,17 @@
 """The command line: every shipped alg config runs with a tiny budget; defaults and bad input are clear."""
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 from cli_cases import cli_cases
+from shipped import cli
 
 TINY = ["alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=64", "alg.BUFFER_SIZE=16",
         "alg.BUFFER_BATCH_SIZE=2", "alg.AGENT_HIDDEN_DIM=8", "alg.LEARNING_STARTS=0",
         "alg.TEST_NUM_ENVS=2", "alg.NUM_EPOCHS=1", "alg.TARGET_UPDATE_INTERVAL=2"]
 PQN_TINY = ["alg.NUM_ENVS=2", "alg.NUM_STEPS=8", "alg.TOTAL_TIMESTEPS=64", "alg.AGENT_HIDDEN_DIM=8",
             "alg.TEST_NUM_ENVS=2", "alg.NUM_EPOCHS=1", "alg.NUM_MINIBATCHES=2"]
-
-
-def cli(module, *args, cwd, default_xla_level=False):
-    """``python -m purejaxql.<module> args`` in ``cwd``; ``default_xla_level``: without conftest's
-    --xla_backend_optimization_level=0 (XLA's default optimisation level, as users run)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    if default_xla_level:
-        env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                    if "xla_backend_optimization_level" not in f)
-    return subprocess.run([sys.executable, "-m", f"purejaxql.{module}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=500)
 
 
 @pytest.mark.timeout(520)

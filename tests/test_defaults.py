@@ -8,9 +8,9 @@ import pytest
 
 from envs import EchoGame, TwoStepGame
 from purejaxql import pqn_ps, qmix_ps, vdn_ps
-from purejaxql.cli import compose
 from purejaxql.environments import make_env
 from purejaxql.spec import SPECS
+from shipped import shipped
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_KEYS = ("ENV_NAME", "ENV_KWARGS", "MAP_NAME", "TASK")
@@ -23,14 +23,6 @@ def readme_notebook_config(name="config"):
     block = block[block.index("```python"):block.index("```\n", 10)]
     m = re.search(rf"^{name} = (\{{.*?\}})\n", block, re.S | re.M)
     return ast.literal_eval(m.group(1))
-
-
-def shipped(alg):
-    """The shipped alg config as the CLI composes it (``+alg=<alg>``, bases in config/alg/base/), without its
-    TUNE block."""
-    cfg = compose([f"+alg={alg}"])["alg"]
-    cfg.pop("TUNE", None)
-    return cfg
 
 
 def without_env_keys(cfg):

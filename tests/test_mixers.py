@@ -21,6 +21,7 @@ from envs import MatrixGame, TwoStepGame, TwoStepState
 from purejaxql import qatten, qplex, wqmix
 from purejaxql.config import QATTEN_DEFAULTS, QPLEX_DEFAULTS, WQMIX_DEFAULTS, ConfigError
 from purejaxql.decomposition import AgentContext, Team, Transitions
+from shipped import shipped
 from test_two_step import CONFIG as TWO_STEP_CONFIG, SEEDS as TWO_STEP_SEEDS, fixed_point
 
 NEW_ALGS = ("qplex", "owqmix", "cwqmix", "qatten")
@@ -598,14 +599,6 @@ def test_bad_input_on_the_command_line_exits_2_before_jax_loads(module, args, me
 # ---------------------------------------------------------------------------------------------------
 DEFAULT_RUNS = ("qplex_ns",)  # a new mixer with per-agent networks; the rest (pretrained, central agents): slow
 MODULES = [f"{a}_{v}" for a in NEW_ALGS for v in ("ps", "ns", "ps_pretrained")]
-
-
-def shipped(name):
-    """The shipped alg config as the CLI composes it (``+alg=<name>``), without its TUNE block."""
-    from purejaxql.cli import compose
-    cfg = compose([f"+alg={name}"])["alg"]
-    cfg.pop("TUNE", None)
-    return cfg
 
 
 @pytest.mark.timeout(300)

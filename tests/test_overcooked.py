@@ -1,19 +1,21 @@
 """Overcooked (JaxMARL's `overcooked`, `overcooked_v2`): a layout is chosen by name (an unknown one lists the
 available ones), the image observations reach convolutional agents (CNN_PADDING=SAME as JaxMARL's Overcooked
-CNN), and the global state QMIX reads is the two agents' images joined, as floats. Reward shaping and the
-shipped Overcooked configs are not here yet.
+CNN), and the global state QMIX reads is the two agents' images joined, as floats. The shipped configs
+({iql,vdn,qmix,pqn}_overcooked: JaxMARL's settings, reward shaping on) train at toy sizes; the shaping itself is
+tested in tests/test_reward_shaping.py.
 """
+import csv
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 
-from purejaxql import pqn_ps, qmix_ps, vdn_ps
 from purejaxql.config import ConfigError
 from purejaxql.environments import CTRolloutManager, make_env
 from purejaxql.networks import AgentNetwork
-
-CNN = {"AGENT_TYPE": "cnn", "CNN_CHANNELS": [32, 32, 32], "CNN_KERNEL_SIZES": [5, 3, 3], "CNN_PADDING": "SAME"}
+from shipped import cli
 
 
 def test_layouts_by_name_and_the_global_state():
@@ -36,17 +38,30 @@ def test_same_padding_keeps_the_image_size():
     assert params["params"]["Dense_0"]["kernel"].shape == (5 * 4 * 32, 8)   # 5 x 4 kept by every convolution
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", [vdn_ps, qmix_ps, pqn_ps])
-def test_cnn_agents_train_on_cramped_room(module):
-    cfg = {"ENV_NAME": "overcooked", "ENV_KWARGS": {"layout": "cramped_room"}, **CNN, "NUM_ENVS": 4, "NUM_STEPS": 8,
-           "TOTAL_TIMESTEPS": 4 * 8 * 12, "TEST_NUM_ENVS": 2, "TEST_NUM_STEPS": 401}
-    if module is pqn_ps:
-        cfg.update(NUM_MINIBATCHES=2, NUM_EPOCHS=1)
+# Through the CLI at XLA's default optimisation level: the suite's level 0 (tests/conftest.py) runs convolutions
+# ~10x slower. The default run trains VDN (the replay loop with the CNN and shaping); the others are slow.
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", ["vdn_ps", pytest.param("iql_ps", marks=pytest.mark.slow),
+                                  pytest.param("qmix_ps", marks=pytest.mark.slow),
+                                  pytest.param("pqn_ps", marks=pytest.mark.slow)])
+def test_shipped_configs_train_on_cramped_room(name, tmp_path):
+    tiny = ["alg.NUM_ENVS=4", "alg.NUM_STEPS=8", f"alg.TOTAL_TIMESTEPS={4 * 8 * 12}", "alg.TEST_NUM_ENVS=2",
+            "alg.TEST_INTERVAL=0.5", f"alg.REW_SHAPING_HORIZON={4 * 8 * 6}"]
+    if name == "pqn_ps":
+        tiny += ["alg.NUM_MINIBATCHES=2", "alg.NUM_EPOCHS=1"]
     else:
-        cfg.update(LEARNING_STARTS=64, BUFFER_SIZE=64, TARGET_UPDATE_INTERVAL=4)
-    env = make_env(cfg)
-    out = jax.jit(module.make_train(cfg, env))(jax.random.PRNGKey(0))
-    m = {k: np.asarray(v) for k, v in out["metrics"].items()}
+        tiny += ["alg.LEARNING_STARTS=64", "alg.BUFFER_SIZE=64", "alg.BUFFER_BATCH_SIZE=8",
+                 "alg.TARGET_UPDATE_INTERVAL=4"]
+    alg = name.split("_")[0]
+    r = cli(name, f"+alg={alg}_overcooked", *tiny, "PROGRESS=False", "hydra.run.dir=run", cwd=tmp_path,
+            default_xla_level=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["alg"]
+    assert config["AGENT_TYPE"] == "cnn" and config["CNN_PADDING"] == "SAME" and config["NUM_LAYERS"] == 2
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    m = {k: np.array([float(row[k]) for row in rows]) for k in rows[0] if k != "seed_index"}
     assert m["grad_steps"][-1] > 0 and np.isfinite(m["loss"][m["grad_steps"] > 0]).all()
     assert np.isfinite(m["test_returned_episode_returns"][-1])   # the 400-step episodes end inside the evaluation
+    assert m["rew_shaping_weight"][0] == 1.0 and m["rew_shaping_weight"][-1] == 0.0
+    assert np.isfinite(m["shaped_rewards"]).all() and (m["shaped_rewards"] >= 0).all()

@@ -12,19 +12,11 @@ import pytest
 
 from purejaxql import config as config_module
 from purejaxql.config import ConfigError
-from purejaxql.cli import compose
 from purejaxql.environments import make_env
+from shipped import shipped
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 WARNING = "purejaxql: warning: TARGET_UPDATE_INTERVAL (200) exceeds the number of updates (144)"
-
-
-def shipped(name, **overrides):
-    """The shipped alg config as the CLI composes it (``+alg=<name>``, bases in config/alg/base/), without its
-    TUNE block."""
-    cfg = compose([f"+alg={name}"])["alg"]
-    cfg.pop("TUNE", None)
-    return {**cfg, **overrides}
 
 
 @pytest.fixture
