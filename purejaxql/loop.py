@@ -19,8 +19,8 @@ from purejaxql.evaluation import greedy_actions, make_greedy_eval, per_agent_met
 from purejaxql.networks import AgentNetwork
 from purejaxql.rl_math import epsilon_greedy, linear_schedule
 
-__all__ = ["Setup", "Program", "build", "act", "shaping_weight", "shaping_metrics", "episode_stats", "initial_metrics", "record",
-           "eval_key", "debug_print"]
+__all__ = ["Setup", "Program", "build", "act", "shaping_weight", "shaping_metrics", "episode_stats",
+           "initial_metrics", "record", "eval_key", "debug_print"]
 
 
 @dataclass
