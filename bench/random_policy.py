@@ -53,7 +53,7 @@ def random_returns(env_name: str, episodes: int, seed: int, pretrained=None, tas
             if agents is not None:
                 hidden, q = agents.apply(params, carry.hidden, carry.obs[None], carry.first[None])
                 actions = jnp.where(agents.frozen_mask, greedy_actions(q[0], carry.avail), actions)
-            carry, (_, done, agent_return, _, _) = step_envs(w, k_env, carry, actions, hidden)
+            carry, (_, done, agent_return, _, _, _) = step_envs(w, k_env, carry, actions, hidden)
             ret = jnp.where((done & ~finished)[:, None], agent_return, ret)
             return (carry, finished | done, ret), None
 

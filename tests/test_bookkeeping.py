@@ -94,8 +94,9 @@ def test_step_envs_running_returns_lengths_time_outs_and_wins():
             return new, (carry.obs[:, 0, :4], carry.first, carry.ep_return, carry.ep_len, out)
         return jax.lax.scan(step, carry, jax.random.split(rng, K))[1]
 
-    obs, first, ep_return_in, ep_len_in, (rewards, done, agent_return, won, timeout) = \
+    obs, first, ep_return_in, ep_len_in, (rewards, done, agent_return, won, timeout, shaped) = \
         jax.tree.map(np.asarray, run(jax.random.PRNGKey(0)))
+    assert not shaped.any()   # no REW_SHAPING_HORIZON: no shaped reward
     n_end = n_timeout = n_won = 0
     for b in range(B):
         running, steps = np.zeros(N), 0

@@ -102,7 +102,7 @@ def test_time_limit_ends_are_timeouts_in_the_loop():
             carry, raw_state = c
             k_act, k_env = jax.random.split(k)
             actions = jax.random.randint(k_act, (B, 1), 0, 2)
-            new, (_, done, _, _, timeout) = step_envs(wrapped, k_env, carry, actions, carry.hidden)
+            new, (_, done, _, _, timeout, _) = step_envs(wrapped, k_env, carry, actions, carry.hidden)
             _, raw_state, _, term, trunc, _ = jax.vmap(raw.step, (0, 0, 0, None))(
                 jax.random.split(k_env, B), raw_state, actions[:, 0], params)
             return (new, raw_state), (done, timeout, carry.ep_len + 1, term, trunc)
