@@ -4,6 +4,7 @@ check), on bench/bench.py's settings. Also checks that both give bit-identical m
 
     python bench/run_overhead.py                         # qmix_ps, 2e6 env steps, 1 seed
     python bench/run_overhead.py --alg pqn --timesteps 1e6 --seeds 2 --checkpoint-interval 0.05
+    python bench/run_overhead.py --alg qmix --config qmix_smax_cpu --timesteps 3e5   # a shipped config instead
 
 Printed: train seconds of each way (compile excluded), the overhead in percent, the number and size of the
 state checkpoints and the time spent writing them.
@@ -28,6 +29,7 @@ def main():
     p.add_argument("--timesteps", type=float, default=2e6)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--checkpoint-interval", type=float, default=0.1)
+    p.add_argument("--config", help="a shipped alg config (+alg=NAME) instead of bench.py's MPE settings")
     a = p.parse_args()
 
     import jax
@@ -39,9 +41,13 @@ def main():
     from purejaxql.experiment import checkpoint_every
 
     alg = module_name(a.alg)
-    cfg = {**(PQN_CONFIG if alg.startswith("pqn") else CONFIG), "TOTAL_TIMESTEPS": a.timesteps,
-           "EPSILON_ANNEAL_TIME": 0.1 * a.timesteps}
-    if not alg.startswith("qmix"):
+    if a.config:
+        from purejaxql.cli import compose
+        base = {k: v for k, v in compose([f"+alg={a.config}"])["alg"].items() if k != "TUNE"}
+    else:
+        base = PQN_CONFIG if alg.startswith("pqn") else CONFIG
+    cfg = {**base, "TOTAL_TIMESTEPS": a.timesteps, "EPSILON_ANNEAL_TIME": 0.1 * a.timesteps}
+    if not alg.startswith("qmix") and not a.config:
         cfg = {k: v for k, v in cfg.items() if not k.startswith("MIXER_")}
     env = make_env(cfg)
     make_train = importlib.import_module(f"purejaxql.{alg}").make_train

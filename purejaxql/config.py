@@ -160,7 +160,8 @@ KEY_OWNERS: Dict[str, str] = {
 # Keys of a run (CLI, logging) that make_train accepts and ignores.
 RUN_KEYS = {"SEED", "NUM_SEEDS", "ENTITY", "PROJECT", "WANDB_MODE", "WANDB_LOG_ALL_SEEDS", "PROGRESS",
             "WATCHDOG_TIMEOUT", "SAVE_PATH", "EVAL_ONLY", "PRETRAINED_AGENTS", "CHECKPOINT_INTERVAL",
-            "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME", "HYP_TUNE", "TUNE_NUM_SEEDS", "TUNE", "DISTRIBUTED"}
+            "CHECKPOINT_KEEP", "NAN_CHECK", "RESUME", "HYP_TUNE", "TUNE_NUM_SEEDS", "TUNE", "DISTRIBUTED",
+            "SEED_BATCHING"}
 # Keys resolve_config adds (not settable; left out of saved configs).
 DERIVED_KEYS = ("NUM_UPDATES", "FIRST_LEARN_UPDATE", "TEST_EVERY")
 # Every key of an alg config (any algorithm's, so "not used by X" can name the owner).
@@ -195,6 +196,8 @@ def check_run_keys(top: Mapping[str, Any]) -> None:
             v = _number(top, key) if top[key] is not None else 0.0
             if v < 0:
                 raise ConfigError(f"{key} must be >= 0, got {v:g}")
+    if top.get("SEED_BATCHING", "vmap") not in ("vmap", "map"):
+        raise ConfigError(f"SEED_BATCHING must be vmap or map, got {top['SEED_BATCHING']!r}")
     if top.get("WANDB_MODE", "disabled") not in ("disabled", "offline", "online"):
         raise ConfigError(f"WANDB_MODE must be disabled, offline or online, got {top['WANDB_MODE']!r}")
 

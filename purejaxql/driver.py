@@ -10,6 +10,7 @@ progress. One compile serves every chunk (their size divides NUM_UPDATES).
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
 import sys
 import threading
@@ -106,8 +107,9 @@ class Progress:
 def run_training(make_program: Callable[[Mapping[str, Any]], Any], seed: int, num_seeds: int,
                  hparams: Optional[Mapping[str, np.ndarray]] = None, progress: bool = True,
                  watchdog_timeout: float = 600.0, on_chunk: Optional[Callable[..., None]] = None,
-                 resume_from: Optional[Callable[[Any], Tuple[Any, int]]] = None, shard: bool = True):
-    """Train ``num_seeds`` seeds (vmapped; one run unbatched) in chunks of updates.
+                 resume_from: Optional[Callable[[Any], Tuple[Any, int]]] = None, shard: bool = True,
+                 batching: str = "vmap"):
+    """Train ``num_seeds`` seeds (vmapped, or one after another; one run unbatched) in chunks of updates.
 
     ``make_program(traced)`` returns the training program (purejaxql.loop.Program) with the traced
     hyperparameters ``traced`` ({key: array}) in its config; ``make_program({})`` is the plain one.
@@ -115,11 +117,18 @@ def run_training(make_program: Callable[[Mapping[str, Any]], Any], seed: int, nu
     (purejaxql.tuning.TRACEABLE); run r uses seed r % num_seeds. With several local devices the runs are
     sharded over them (``shard``). The carried state is ``{"runner": runner state, "hp": hparams}``.
 
-    ``on_chunk(state, metrics, params_finite, updates_done)`` runs after each chunk (metrics (R, chunk)
-    numpy arrays, params_finite (R,)); ``resume_from(state_template) -> (state, updates_done)`` replaces
-    the initial state. Returns (state, metrics of this process's chunks (R, U), timings)."""
+    ``on_chunk(get_state, metrics, params_finite, updates_done)`` runs after each chunk (metrics (R, chunk)
+    numpy arrays, params_finite (R,); ``get_state()`` returns the state with its runs axis, built only when
+    called: one run's state is carried without that axis, since adding it inside the program made XLA copy
+    the whole state, replay buffer included, at every chunk). ``resume_from(state_template) -> (state,
+    updates_done)`` replaces the initial state. ``batching`` (SEED_BATCHING): ``vmap`` batches the runs into
+    one program's arrays (the fastest measured, on CPU too: README "Many seeds on a CPU"); ``map`` runs them
+    one after another inside the program (``lax.map``: one compile, an update's intermediate arrays at one
+    run's size). Returns (state with the runs axis, metrics of this process's chunks (R, U), timings)."""
     if num_seeds < 1:
         raise ConfigError(f"NUM_SEEDS must be >= 1, got {num_seeds}")
+    if batching not in ("vmap", "map"):
+        raise ConfigError(f"SEED_BATCHING must be vmap or map, got {batching!r}")
     train = make_program({})
     cfg = train.config
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}
@@ -138,22 +147,32 @@ def run_training(make_program: Callable[[Mapping[str, Any]], Any], seed: int, nu
         runner, metrics = program(state["hp"]).run(state["runner"], u)
         return {"runner": runner, "hp": state["hp"]}, metrics
 
+    single = n_runs == 1  # one run goes unbatched (a vmap axis of size 1 makes XLA:CPU pick slower kernels)
+
+    def with_runs_axis(tree):  # a single run's arrays -> (1, ...); batched runs' unchanged
+        return jax.tree.map(lambda x: x[None], tree) if single else tree
+
     def params_finite(state):  # (R,): every parameter of the run is finite
-        leaves = jax.tree.leaves(state["runner"].train.params)
+        leaves = jax.tree.leaves(with_runs_axis(state["runner"].train.params))
         return jnp.stack([jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in leaves]).all(0)
 
-    if n_runs > 1:
-        init, run_all = jax.vmap(init_one), jax.vmap(run_one, in_axes=(0, None))
-    else:  # one run goes unbatched (a vmap axis of size 1 makes XLA:CPU pick slower kernels)
+    if n_runs > 1 and batching == "map":  # the runs one after another: a run's arrays keep a single run's shapes
         def init(k, h):
-            return jax.tree.map(lambda x: x[None], init_one(k[0], jax.tree.map(lambda x: x[0], h)))
+            return jax.lax.map(lambda kh: init_one(*kh), (k, h))
 
         def run_all(state, u):
-            return jax.tree.map(lambda x: x[None], run_one(jax.tree.map(lambda x: x[0], state), u))
+            return jax.lax.map(lambda s: run_one(s, u), state)
+    elif n_runs > 1:
+        init, run_all = jax.vmap(init_one), jax.vmap(run_one, in_axes=(0, None))
+    else:  # the state of a single run has no runs axis between chunks
+        def init(k, h):
+            return init_one(k[0], jax.tree.map(lambda x: x[0], h))
+
+        run_all = run_one
 
     def chunk(state, update_indices):
         state, metrics = run_all(state, update_indices)
-        return state, metrics, params_finite(state)
+        return state, with_runs_axis(metrics), params_finite(state)
 
     multi = jax.process_count() > 1  # DISTRIBUTED over several hosts: arrays span processes
 
@@ -162,16 +181,18 @@ def run_training(make_program: Callable[[Mapping[str, Any]], Any], seed: int, nu
             x = multihost_utils.process_allgather(x, tiled=True)
         return jax.tree.map(np.asarray, x)
 
-    runs, replicated = run_shardings(n_runs if shard else 1)
-    jit_init = jax.jit(init, out_shardings=runs)
-    jit_chunk = jax.jit(chunk, donate_argnums=0, in_shardings=(runs, replicated), out_shardings=runs)
+    runs, replicated = run_shardings(n_runs if shard and batching == "vmap" else 1)
+    placed = replicated if single else runs
+    jit_init = jax.jit(init, out_shardings=placed)
+    jit_chunk = jax.jit(chunk, donate_argnums=0, in_shardings=(placed, replicated),
+                        out_shardings=(placed, runs, runs))
     t0 = time.time()
     if resume_from is None:
         # host (numpy) inputs: the same values on every process, placed by the program's sharding
         state, start = jit_init(np.asarray(rngs), jax.tree.map(np.asarray, hp)), 0
-    else:
-        state, start = resume_from(jax.eval_shape(init, rngs, hp))
-        state = jax.device_put(state, runs)
+    else:  # checkpoints hold the runs axis
+        state, start = resume_from(jax.eval_shape(lambda k, h: with_runs_axis(init(k, h)), rngs, hp))
+        state = jax.device_put(jax.tree.map(lambda x: x[0], state) if single else state, placed)
     compiled = jit_chunk.lower(state, jnp.arange(c)).compile()
     compile_s = time.time() - t0
     bar = Progress(n_updates * cfg["NUM_ENVS"] * cfg["NUM_STEPS"], progress, start * cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
@@ -187,13 +208,14 @@ def run_training(make_program: Callable[[Mapping[str, Any]], Any], seed: int, nu
             chunks.append(metrics)
             bar.update(metrics, last=begin + c == n_updates)
             if on_chunk is not None:
-                on_chunk(state, metrics, finite, begin + c)
+                on_chunk(functools.partial(with_runs_axis, state), metrics, finite, begin + c)
             if _CHUNK_PAUSE:
                 time.sleep(_CHUNK_PAUSE)
     finally:
         dog.stop()
         bar.close()
     run_s = time.time() - t1
+    state = with_runs_axis(state)
     if multi:
         state = fetch(state)
     metrics = {k: np.concatenate([m[k] for m in chunks], axis=1) for k in chunks[0]} if chunks else {}

@@ -257,6 +257,7 @@ def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run
                           f"so NUM_SEEDS must be 1 and HYP_TUNE off (got NUM_SEEDS={num_seeds}, "
                           f"HYP_TUNE={top.get('HYP_TUNE')}); run seeds as separate processes (hydra -m SEED=0,1,2)")
     tune = tune_grid(train_cfg, spec, env) if top.get("HYP_TUNE") else None
+    batching = str(top.get("SEED_BATCHING", "vmap"))
     program = spec.make_train(train_cfg, env, pretrained)  # built before the run folder starts: it checks too
     saved_alg = settable(train_cfg)
     index = None if tune is None else {"config": np.repeat(np.arange(len(tune[1])), num_seeds),
@@ -273,10 +274,11 @@ def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run
     verb = f"resuming {run_dir} from {state_path.name}" if state_path else "compiling"
     what = f"{num_seeds} seed(s)" if tune is None else \
         f"HYP_TUNE: {len(tune[1])} configurations x {num_seeds} seeds in one program"
+    what += f" ({'vmapped' if batching == 'vmap' else 'one after another'})" if num_seeds > 1 or tune else ""
     print(f"purejaxql: {alg} on {env_name}, {what}; {verb}...", flush=True)
 
-    def on_chunk(runner, metrics, finite, updates_done):
-        rec.chunk(runner, metrics, finite, updates_done)
+    def on_chunk(get_state, metrics, finite, updates_done):
+        rec.chunk(get_state, metrics, finite, updates_done)
         if log is not None:
             log(metrics)
 
@@ -287,7 +289,8 @@ def run_experiment(spec: Spec, top: Dict[str, Any], alg_cfg: Dict[str, Any], run
             int(cfg.get("SEED", 0)),
             num_seeds, hparams=None if tune is None else grid_arrays(tune[1], num_seeds),
             progress=bool(cfg.get("PROGRESS", True)), watchdog_timeout=float(cfg.get("WATCHDOG_TIMEOUT", 600)),
-            on_chunk=on_chunk, resume_from=(lambda template: rec.resume(state_path, template)) if state_path else None)
+            on_chunk=on_chunk, resume_from=(lambda template: rec.resume(state_path, template)) if state_path else None,
+            batching=batching)
     except TrainingStopped as e:
         rec.plots()
         elapsed = {"compile_s": float("nan"), "run_s": time.time() - t0, "steps_per_s": float("nan")}

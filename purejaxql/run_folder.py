@@ -22,7 +22,7 @@ import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -235,7 +235,10 @@ class Recorder:
         self.started, self.last_checkpoint, self.last_saved_update = bool(history), Path(path), done
         return runner, done
 
-    def chunk(self, runner, metrics: Dict[str, np.ndarray], params_finite: np.ndarray, updates_done: int):
+    def chunk(self, get_state: Callable[[], Any], metrics: Dict[str, np.ndarray], params_finite: np.ndarray,
+              updates_done: int):
+        """After a chunk of updates: append its metrics, stop on a non-finite one (NAN_CHECK), save a state
+        checkpoint when one is due (``get_state()``: the driver's state with its runs axis, built only then)."""
         first = updates_done - metrics["env_step"].shape[1]
         self.chunks.append(metrics)
         if self.started:
@@ -250,7 +253,7 @@ class Recorder:
             raise TrainingStopped(f"{problem}{kept}. NAN_CHECK=False runs on regardless.")
         if self.every and updates_done - self.last_saved_update >= self.every and updates_done < self.num_updates:
             try:
-                self.last_checkpoint = save_state(self.folder, runner, self.history(), updates_done,
+                self.last_checkpoint = save_state(self.folder, get_state(), self.history(), updates_done,
                                                   self.header, self.keep)
             except NotEnoughSpace as e:
                 kept = f"the newest state checkpoint, {self.last_checkpoint}, is kept: free some space and " \

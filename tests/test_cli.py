@@ -85,6 +85,7 @@ BAD_INPUT = [
     (["+alg=qmix_mpe", "alg.GAMMA=1.5"], "GAMMA must be in (0, 1]"),
     (["+alg=qmix_mpe", "alg.EPSILON_START=2"], "EPSILON_START must be in [0, 1]"),
     (["+alg=qmix_mpe", "NUM_SEEDS=0"], "NUM_SEEDS must be >= 1"),
+    (["+alg=qmix_mpe", "SEED_BATCHING=loop"], "SEED_BATCHING must be vmap or map, got 'loop'"),
     (["+alg=qmix_mpe", "CHECKPOINT_KEEP=0"], "CHECKPOINT_KEEP must be >= 1"),
     (["+alg=qmix_mpe", "NAN_CHECK=maybe"], "NAN_CHECK must be True or False"),
     (["RESUME=missing"], "RESUME=missing: no such folder"),

@@ -330,7 +330,7 @@ def test_recorder_checkpoints_every_n_updates_but_not_the_last(tmp_path, monkeyp
     full = make_history(10)
     rec = _recorder(run, every)
     for done in range(2, 11, 2):
-        rec.chunk(make_runner(seed=done), cut(full, done, done - 2), np.ones(S, bool), done)
+        rec.chunk(lambda: make_runner(seed=done), cut(full, done, done - 2), np.ones(S, bool), done)
     assert [ck.state_header(p)["updates_done"] for p in ck.state_files(run)] == saved
     assert (run / "metrics.csv").read_bytes() == _csv_bytes(tmp_path, full)
     assert not (run / "training_plots.png").exists()
@@ -353,11 +353,11 @@ def test_recorder_stops_on_nan_then_resumes_from_last_checkpoint(tmp_path, monke
     bad["loss"][1, 5] = np.nan  # update 5 learns (grad_steps 4): a real divergence
     rec = _recorder(run, 2, keep=2)
     for done in (2, 4):
-        rec.chunk(make_runner(seed=done), cut(bad, done, done - 2), np.ones(S, bool), done)
+        rec.chunk(lambda: make_runner(seed=done), cut(bad, done, done - 2), np.ones(S, bool), done)
     ck4 = run / "checkpoints" / "state_u000000004.safetensors"
     assert rec.last_checkpoint == ck4
     with pytest.raises(rf.TrainingStopped) as e:
-        rec.chunk(make_runner(seed=6), cut(bad, 6, 4), np.ones(S, bool), 6)
+        rec.chunk(lambda: make_runner(seed=6), cut(bad, 6, 4), np.ones(S, bool), 6)
     msg = str(e.value)
     assert "non-finite loss (nan) at update 5 (seed_index 1)" in msg and f"last good checkpoint: {ck4}" in msg
     assert [p.name for p in ck.state_files(run)] == ["state_u000000002.safetensors", ck4.name]
@@ -371,7 +371,7 @@ def test_recorder_stops_on_nan_then_resumes_from_last_checkpoint(tmp_path, monke
     assert {k: v.tobytes() for k, v in hist.items()} == {k: v.tobytes() for k, v in cut(full, 4).items()}
     # training continues after the resume: the file grows exactly as in an uninterrupted run
     for done in (6, 8, 10):
-        rec2.chunk(make_runner(seed=done), cut(full, done, done - 2), np.ones(S, bool), done)
+        rec2.chunk(lambda: make_runner(seed=done), cut(full, done, done - 2), np.ones(S, bool), done)
     assert (run / "metrics.csv").read_bytes() == _csv_bytes(tmp_path, full, "full.csv")
     assert [p.name for p in ck.state_files(run)] == ["state_u000000006.safetensors", "state_u000000008.safetensors"]
 
@@ -381,12 +381,12 @@ def test_recorder_nan_before_any_checkpoint_and_nan_check_off(tmp_path, monkeypa
     m = make_history(4)
     m["qvals"][0, 3] = np.inf
     with pytest.raises(rf.TrainingStopped, match="no state checkpoint was saved before it"):
-        _recorder(tmp_path / "a", 2).chunk(make_runner(), m, np.ones(S, bool), 4)
+        _recorder(tmp_path / "a", 2).chunk(lambda: make_runner(), m, np.ones(S, bool), 4)
     assert ck.state_files(tmp_path / "a") == []
     with pytest.raises(rf.TrainingStopped, match=r"non-finite parameters after update 3 \(seed_index 0\)"):
-        _recorder(tmp_path / "b", 2).chunk(make_runner(), make_history(4), np.array([False, True]), 4)
+        _recorder(tmp_path / "b", 2).chunk(lambda: make_runner(), make_history(4), np.array([False, True]), 4)
     rec = _recorder(tmp_path / "c", 2, nan_check=False)
-    rec.chunk(make_runner(), m, np.array([False, False]), 4)  # runs on regardless
+    rec.chunk(lambda: make_runner(), m, np.array([False, False]), 4)  # runs on regardless
     assert [p.name for p in ck.state_files(tmp_path / "c")] == ["state_u000000004.safetensors"]
 
 
@@ -679,12 +679,12 @@ def test_no_room_for_a_state_checkpoint_stops_cleanly(tmp_path, monkeypatch):
     run = tmp_path / "run"
     full = make_history(6)
     rec = _recorder(run, 2, num_updates=6, keep=1)
-    rec.chunk(make_runner(seed=2), cut(full, 2), np.ones(S, bool), 2)
+    rec.chunk(lambda: make_runner(seed=2), cut(full, 2), np.ones(S, bool), 2)
     kept = run / "checkpoints" / "state_u000000002.safetensors"
     before = kept.read_bytes()
     monkeypatch.setattr(ck, "free_bytes", lambda folder: 123_456)  # a nearly full disk
     with pytest.raises(rf.TrainingStopped) as e:
-        rec.chunk(make_runner(seed=4), cut(full, 4, 2), np.ones(S, bool), 4)
+        rec.chunk(lambda: make_runner(seed=4), cut(full, 4, 2), np.ones(S, bool), 4)
     msg = str(e.value)
     assert msg.startswith(f"not enough free space in {run / 'checkpoints'} for state_u000000004.safetensors: "
                           "it needs ") and "123,456 are free" in msg, msg

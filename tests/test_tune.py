@@ -14,13 +14,13 @@ TINY = {"ENV_NAME": "MPE_simple_spread_v3", "NUM_ENVS": 2, "NUM_STEPS": 8, "TOTA
         "TEST_NUM_ENVS": 2, "TEST_NUM_STEPS": 26, "TARGET_UPDATE_INTERVAL": 2}
 
 
-def train_runs(config, seed, num_seeds, hparams=None):
+def train_runs(config, seed, num_seeds, hparams=None, batching="vmap"):
     from purejaxql import vdn_ps
     from purejaxql.driver import run_training
     from purejaxql.environments import make_env
     env = make_env(config)
     _, metrics, _ = run_training(lambda traced: vdn_ps.make_train({**config, **traced}, env), seed, num_seeds,
-                                 progress=False, watchdog_timeout=0, hparams=hparams)
+                                 progress=False, watchdog_timeout=0, hparams=hparams, batching=batching)
     return metrics
 
 
@@ -47,6 +47,21 @@ def test_a_vmapped_grid_point_computes_what_a_separate_run_computes():
     cfg = vdn_ps.make_train(TINY, make_env(TINY)).config
     with pytest.raises(ConfigError, match=r"TUNE grid point \{'GAMMA': 1.5\}: GAMMA must be in \(0, 1\]"):
         tune_grid({**cfg, "TUNE": {"GAMMA": [0.9, 1.5]}}, vdn_ps.SPEC, make_env(TINY))
+
+
+@pytest.mark.timeout(300)
+def test_runs_one_after_another_compute_what_vmapped_runs_compute():
+    """SEED_BATCHING=map (lax.map over the runs) and vmap: the same runs (2 learning rates x 2 seeds)."""
+    from purejaxql.config import ConfigError
+    from purejaxql.driver import run_training
+    hp = {"LR": np.repeat(np.array([0.001, 0.02], np.float32), 2)}
+    mapped, vmapped = (train_runs(TINY, 5, 2, hp, batching=b) for b in ("map", "vmap"))
+    assert mapped["loss"].shape == vmapped["loss"].shape == (4, 10)
+    for key in ("loss", "qvals", "test_returned_episode_returns"):
+        np.testing.assert_allclose(mapped[key], vmapped[key], rtol=2e-4, atol=1e-6)
+    assert not np.allclose(mapped["loss"][0, 2:], mapped["loss"][1, 2:])  # the seeds differ
+    with pytest.raises(ConfigError, match="SEED_BATCHING must be vmap or map, got 'loop'"):
+        run_training(lambda traced: None, 0, 1, batching="loop")
 
 
 @pytest.mark.timeout(500)
