@@ -54,6 +54,18 @@ PQN_CONFIG = {
 }
 
 
+def compile_and_run(program, *args):
+    """(output, compile seconds, run seconds) of ``jax.jit(program)`` on ``args``: compiled ahead of time, so
+    the run excludes compilation; the run waits for every output."""
+    import jax
+    t0 = time.time()
+    compiled = jax.jit(program).lower(*args).compile()
+    compile_s = time.time() - t0
+    t0 = time.time()
+    out = jax.block_until_ready(compiled(*args))
+    return out, compile_s, time.time() - t0
+
+
 def module_name(alg: str) -> str:
     alg = alg.split(":")[0]
     return alg if alg.endswith(("_ps", "_ns")) else f"{alg}_ps"
@@ -91,13 +103,8 @@ def worker(alg: str, seeds: int, timesteps: float, seed: int, env_name: str, tim
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     # one seed runs unbatched, as the CLI does (vmap adds a batch axis that XLA:CPU runs slower)
     program = jax.vmap(train) if seeds > 1 else (lambda k: jax.tree.map(lambda x: x[None], train(k[0])))
-    t0 = time.time()
-    compiled = jax.jit(program).lower(keys).compile()
-    compile_s = time.time() - t0
-    t1 = time.time()
-    out = compiled(keys)
+    out, compile_s, run_s = compile_and_run(program, keys)
     final = np.asarray(out["metrics"]["test_returned_episode_returns"][:, -1])
-    run_s = time.time() - t1
     steps = float(np.asarray(out["metrics"]["env_step"])[0, -1]) * seeds
     ts = out["runner_state"].train
     state = (ts.params, getattr(ts, "target_params", None), ts.opt_state)

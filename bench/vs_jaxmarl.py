@@ -32,10 +32,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from bench import compile_and_run  # noqa: E402
 # CPU-sized Overcooked settings given to both (JaxMARL's key names; ours are mapped in ours_config)
 OVERCOOKED = {
     "pqn": dict(TOTAL_TIMESTEPS=2 ** 15, NUM_ENVS=32, NUM_STEPS=16, NUM_MINIBATCHES=4, NUM_EPOCHS=2,
@@ -82,7 +83,7 @@ def theirs_run(jaxmarl: str, workload: str, alg: str, timesteps: float) -> dict:
     if workload == "overcooked":
         config["ENV_KWARGS"] = {"layout": "cramped_room"}
     env, _ = module.env_from_config(dict(config, ENV_KWARGS=dict(config.get("ENV_KWARGS") or {})))
-    return timed(jax.jit(jax.vmap(module.make_train(config, env))), config["TOTAL_TIMESTEPS"], batched=True)
+    return timed(jax.vmap(module.make_train(config, env)), config["TOTAL_TIMESTEPS"], batched=True)
 
 
 def number(v):
@@ -110,13 +111,12 @@ def ours_config(workload: str, alg: str, timesteps: float) -> dict:
 def ours_run(workload: str, alg: str, timesteps: float) -> dict:
     import importlib
 
-    import jax
     from purejaxql.environments import make_env
     cfg = ours_config(workload, alg, timesteps)
     env = make_env(cfg)
     module = importlib.import_module(f"purejaxql.{alg}_ps")
     train = module.make_train({k: v for k, v in cfg.items() if k not in ("ENV_NAME", "ENV_KWARGS")}, env)
-    return timed(jax.jit(train), cfg["TOTAL_TIMESTEPS"], batched=False)
+    return timed(train, cfg["TOTAL_TIMESTEPS"], batched=False)
 
 
 def timed(program, steps, batched: bool) -> dict:
@@ -124,12 +124,7 @@ def timed(program, steps, batched: bool) -> dict:
     import numpy as np
     keys = jax.random.split(jax.random.PRNGKey(0), 1)
     keys = keys if batched else keys[0]
-    t = time.time()
-    compiled = program.lower(keys).compile()
-    compile_s = time.time() - t
-    t = time.time()
-    out = jax.block_until_ready(compiled(keys))
-    run_s = time.time() - t
+    out, compile_s, run_s = compile_and_run(program, keys)
     metrics = out.get("metrics") or {}   # JaxMARL's replay scripts return no metrics (they log them)
     ret = float(np.asarray(metrics["test_returned_episode_returns"]).reshape(-1)[-1]) if (
         "test_returned_episode_returns" in metrics) else float("nan")

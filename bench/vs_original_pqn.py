@@ -25,9 +25,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench import compile_and_run  # noqa: E402
 # name: (our module, shipped config, their script, their config, overrides, default steps, ε anneal fraction)
 WORKLOADS = {
     "cartpole": ("pqn_gymnax", "pqn_cartpole", "pqn_gymnax", "pqn_cartpole", {}, 5e5, 0.2),
@@ -53,14 +54,7 @@ def ours(module: str, config: str, overrides: dict) -> dict:
                else v) for k, v in cfg.items()}
     cfg.update(overrides)
     mod = importlib.import_module(f"purejaxql.{module}")
-    train = jax.jit(mod.make_train(cfg, make_env(cfg)))
-    rng = jax.random.PRNGKey(0)
-    t0 = time.time()
-    compiled = train.lower(rng).compile()
-    t_compile = time.time() - t0
-    t0 = time.time()
-    out = jax.block_until_ready(compiled(rng))
-    t_run = time.time() - t0
+    out, t_compile, t_run = compile_and_run(mod.make_train(cfg, make_env(cfg)), jax.random.PRNGKey(0))
     ret = np.asarray(out["metrics"].get("test_returned_episode_returns", np.nan)).reshape(-1)   # none: no tests
     return {"compile_s": round(t_compile, 1), "run_s": round(t_run, 1),
             "sps": round(float(cfg["TOTAL_TIMESTEPS"]) / t_run), "greedy_return": round(float(ret[-1]), 2)}
