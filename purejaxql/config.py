@@ -36,6 +36,8 @@ Q_LEARNING_DEFAULTS: Dict[str, Any] = {
     "NUM_LAYERS": 1,               # hidden Dense layers of the agent network (after the convolutions of cnn
                                    # agents, before the GRU / LSTM of rnn / lstm ones)
     "AGENT_INIT_SCALE": 1.0,       # orthogonal init scale of the agent's dense layers
+    "NORM_TYPE": "none",           # after each hidden Dense (and convolution): none | layer_norm (PQN: more)
+    "DUELING": False,              # dueling head: Q = V + A - mean A (Wang et al. 2016; JaxMARL's Hanabi PQN)
     "OBS_AGENT_ID": None,          # append a one-hot agent id to observations; default: on for shared
                                    # parameters (_ps), off for per-agent parameters (_ns)
     "OBS_LAST_ACTION": False,      # append the one-hot of the agent's previous action to its observation
@@ -170,7 +172,7 @@ NORM_TYPES = ("layer_norm", "batch_norm", "batch_renorm", "none")  # PQN's NORM_
 AGENT_TYPES = ("ff", "rnn", "lstm", "cnn")  # AGENT_TYPE: feed-forward, GRU, LSTM, convolutional (networks.AgentNetwork)
 RECURRENT_AGENT_TYPES = ("rnn", "lstm")     # the agent types that carry a hidden state
 BOOL_KEYS = ("LR_LINEAR_DECAY", "TEST_DURING_TRAINING", "DEBUG", "TIMEOUT_AS_TERMINAL", "OBS_AGENT_ID", "PER",
-             "REW_NORM", "OBS_LAST_ACTION", "STATE_LAST_ACTION", "LOG_AGENTS_SEPARATELY", "NORM_INPUT")
+             "REW_NORM", "OBS_LAST_ACTION", "STATE_LAST_ACTION", "LOG_AGENTS_SEPARATELY", "NORM_INPUT", "DUELING")
 
 
 def settable(cfg: Mapping[str, Any]) -> Dict[str, Any]:
@@ -360,6 +362,8 @@ def _check_replay(cfg, rollout):
         if message not in shown:
             shown.add(message)
             print(message, file=sys.stderr, flush=True)
+    if cfg["NORM_TYPE"] not in ("none", "layer_norm"):  # (BatchNorm needs PQN's train-mode passes)
+        raise ConfigError(f"NORM_TYPE must be 'none' or 'layer_norm' for replay learners, got {cfg['NORM_TYPE']!r}")
     if cfg["BUFFER_SIZE"] < 2 * cfg["NUM_ENVS"]:
         raise ConfigError(f"BUFFER_SIZE ({cfg['BUFFER_SIZE']}) must hold at least two sequences per env "
                           f"(2 * NUM_ENVS = {2 * cfg['NUM_ENVS']})")

@@ -52,6 +52,7 @@ def make_env(cfg: Dict[str, Any]):
     from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
     from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
     from purejaxql.jumanji_env import JUMANJI_FAMILIES, JumanjiTeam, is_jumanji_name, refuse_other_jumanji
+    from purejaxql.storm_env import STORM_NAMES, make_storm
     jaxmarl = import_jaxmarl()
     name = cfg.get("ENV_NAME")
     kwargs = dict(cfg.get("ENV_KWARGS") or {})
@@ -82,10 +83,8 @@ def make_env(cfg: Dict[str, Any]):
         kwargs["layout"] = _overcooked_layout(name, kwargs.get("layout", "cramped_room"))
     if name == "jaxnav" and "act_type" not in kwargs:   # JaxNav's discrete action set (15 actions); min_v 0 is its rule
         kwargs.update(act_type="Discrete", min_v=kwargs.get("min_v", 0.0))
-    if name in ("storm", "storm_2p", "storm_np"):
-        raise ConfigError(f"ENV_NAME {name} (STORM) is not supported yet: its observations are not keyed by agent "
-                          "(an array stacked over agents, or per-agent dicts of an image and an inventory), which "
-                          "the rollout wrapper needs")
+    if name in STORM_NAMES:   # observations not keyed by agent: purejaxql.storm_env presents them per agent
+        return make_storm(name, jaxmarl.make, kwargs)
     if name.startswith("MPE") and "action_type" not in kwargs:
         try:  # some MPE scenarios default to continuous actions; ask for discrete ones where possible
             return jaxmarl.make(name, action_type="Discrete", **kwargs)

@@ -86,7 +86,8 @@ def build(cfg: Mapping[str, Any], env, agents_cls) -> Setup:
                            cell="lstm" if cfg["AGENT_TYPE"] == "lstm" else "gru",
                            num_layers=cfg.get("NUM_LAYERS", 1), norm_type=cfg.get("NORM_TYPE", "none"),
                            norm_input=cfg.get("NORM_INPUT", False),
-                           input_norm_type=cfg.get("INPUT_NORM_TYPE", "batch_norm"), **cnn)
+                           input_norm_type=cfg.get("INPUT_NORM_TYPE", "batch_norm"),
+                           dueling=cfg.get("DUELING", False), **cnn)
     N = wrapped.num_agents
     agents = agents_cls(network, N, wrapped.obs_size, last_action=inputs["add_last_action"])
     idx = agents.trained_idx

@@ -199,7 +199,9 @@ class LayerNorm(nn.Module):
 
 class AgentNetwork(nn.Module):
     """obs -> [BatchNorm] -> [convolutions] -> num_layers x (Dense(H) -> [norm] -> ReLU) -> [GRU(H) | LSTM(H)]
-    -> Dense(A): the Q-values of one agent (or a batch of agents).
+    -> Dense(A): the Q-values of one agent (or a batch of agents). With ``dueling`` (DUELING; Wang et al. 2016)
+    the head is split into a value V = Dense(1) (layer ``Value``) and advantages A = Dense(A) (``Dense_{num_layers}``),
+    Q(a) = V + A(a) - mean_b A(b), the mean over every action (JaxMARL's pqn_vdn_ff for Hanabi does the same).
 
     With ``image_shape`` (H_img, W_img, C; AGENT_TYPE=cnn) the first H_img·W_img·C features of the flat
     observation are that image: it goes through one Conv(c, k×k, stride s, cnn_padding) -> [norm] -> ReLU per
@@ -232,6 +234,7 @@ class AgentNetwork(nn.Module):
     cnn_kernel_sizes: Tuple[int, ...] = (3,)
     cnn_strides: Optional[Tuple[int, ...]] = None   # one per convolution; None = 1 for each
     cnn_padding: str = "VALID"                      # or "SAME"
+    dueling: bool = False                           # Q = V + A - mean A (two heads)
 
     @property
     def carry_dim(self) -> int:
@@ -266,7 +269,10 @@ class AgentNetwork(nn.Module):
             hidden, x = CELLS[self.cell](self.hidden_dim)(hidden, x.reshape(T, B, -1), first)
             x = x.reshape(T * B, -1)
         q = nn.Dense(self.action_dim, kernel_init=orthogonal(self.init_scale), bias_init=constant(0.0),
-                     name=f"Dense_{self.num_layers}")(x)
+                     name=f"Dense_{self.num_layers}")(x)                          # (T*B, A): Q, or A if dueling
+        if self.dueling:
+            v = nn.Dense(1, kernel_init=orthogonal(self.init_scale), bias_init=constant(0.0), name="Value")(x)
+            q = v + q - q.mean(-1, keepdims=True)
         return hidden, q.reshape(T, B, -1)
 
     def _convolutions(self, x: jax.Array, train: bool) -> jax.Array:
