@@ -53,7 +53,7 @@ class Mixer(NamedTuple):
 class Transitions(NamedTuple):
     """What a loss reads: one batch of sampled sequences, time-major (T+1 observation steps, T actions)."""
     q: jax.Array                # (T+1, Bs, N, A) online agents' Q-values
-    q_target: jax.Array         # (T+1, Bs, N, A) target agents' Q-values
+    q_next_target: jax.Array    # (T, Bs, N, A) target agents' Q-values at t+1
     actions: jax.Array          # (T, Bs, N)
     avail: jax.Array            # (T+1, Bs, N, A)
     obs: jax.Array              # (T+1, Bs, N, D)
@@ -130,7 +130,7 @@ def double_q_inputs(x: Transitions):
     q_taken = jnp.take_along_axis(x.q[:-1], x.actions[..., None], axis=-1)[..., 0]
     q_online = jax.lax.stop_gradient(x.q)
     greedy = greedy_actions(q_online, x.avail)                                         # (T+1, Bs, N)
-    q_next = jnp.take_along_axis(jax.lax.stop_gradient(x.q_target[1:]), greedy[1:, ..., None], axis=-1)[..., 0]
+    q_next = jnp.take_along_axis(jax.lax.stop_gradient(x.q_next_target), greedy[1:, ..., None], axis=-1)[..., 0]
     v_online = jnp.take_along_axis(q_online[:-1], greedy[:-1, ..., None], axis=-1)[..., 0]
     ctx = AgentContext(greedy=v_online, actions=x.actions, obs=x.obs[:-1])
     next_ctx = AgentContext(greedy=q_next, actions=greedy[1:], obs=x.obs[1:])

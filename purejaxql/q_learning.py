@@ -184,6 +184,20 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         """Unroll the agents (and the central ones, if any) over sampled sequences (T+1, Bs, ...)."""
         def unroll(p):
             return learner.apply(p, seq.hidden, seq.obs, seq.first)[1]                  # (T+1, Bs, Nt, A)
+
+        def online(p):
+            if learner.network.recurrent:
+                return unroll(p)
+            # feed-forward agents see each step apart: the last step's values only pick the double-Q action, so
+            # it runs without gradient and its backward pass is left out (half the learner's backward at T = 1)
+            q = learner.apply(p, seq.hidden, seq.obs[:-1], seq.first[:-1])[1]            # (T, Bs, Nt, A)
+            last = learner.apply(jax.lax.stop_gradient(p), seq.hidden, seq.obs[-1:], seq.first[-1:])[1]
+            return jnp.concatenate([q, last])                                           # (T+1, Bs, Nt, A)
+
+        def target_next(p):   # the target agents' values at t+1 only: (T, Bs, Nt, A)
+            if learner.network.recurrent:
+                return unroll(p)[1:]
+            return learner.apply(p, seq.hidden, seq.obs[1:], seq.first[1:])[1]
         central = {}
         if algorithm.central_agents:
             central = dict(central_q=unroll(params["central_agent"]),
@@ -197,7 +211,8 @@ def make_train(cfg: Dict[str, Any], env, algorithm: QAlgorithm, agents_cls) -> P
         rewards = seq.rewards                                                           # (T, Bs, Nt)
         if reward_stats is not None:  # REW_NORM: standardised in the loss only
             rewards = standardise(reward_stats, rewards, algorithm.team_reward)
-        return Transitions(q=unroll(params["agent"]), q_target=unroll(target_params["agent"]), actions=seq.actions,
+        return Transitions(q=online(params["agent"]), q_next_target=target_next(target_params["agent"]),
+                           actions=seq.actions,
                            avail=seq.avail, obs=seq.obs, state=seq.state, rewards=rewards * cfg["REW_SCALE"],
                            discount=discount, lambda_t=lambda_t, **central)
 

@@ -373,7 +373,7 @@ def make_wqmix_batch():
         actions[t, b, i] = rng.choice(np.flatnonzero(avail[t, b, i]))
     for t, b in ((0, 0), (1, 3), (3, 5)):  # some steps took the greedy joint action (CW's u_t = û_t)
         actions[t, b] = [np_masked_argmax(q[t, b, i], avail[t, b, i]) for i in range(N)]
-    x = dict(q=q, q_target=(3.0 * rng.normal(size=q.shape)).astype(np.float32), actions=actions, avail=avail,
+    x = dict(q=q, q_next_target=(3.0 * rng.normal(size=q[1:].shape)).astype(np.float32), actions=actions, avail=avail,
              obs=np.zeros((T + 1, Bs, N, 0), np.float32), state=rng.normal(size=(T + 1, Bs, S)).astype(np.float32),
              rewards=(5.0 * rng.normal(size=(T, Bs, N))).astype(np.float32),
              discount=(0.9 * (rng.random((T, Bs)) > 0.25)).astype(np.float32),

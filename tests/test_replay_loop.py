@@ -154,11 +154,12 @@ def test_loss_of_a_hand_built_batch_matches_the_formula(module, alg, extra):
     assert (sample.avail == 0).any() and sample.first.any()
 
 
-@pytest.mark.parametrize("optimizer,decay", [("adam", True), ("radam", False)])
-def test_updated_parameters_match_a_reference_optimiser_step(optimizer, decay):
+@pytest.mark.parametrize("optimizer,decay,agent_type", [("adam", True, "rnn"), ("radam", False, "ff")])
+def test_updated_parameters_match_a_reference_optimiser_step(optimizer, decay, agent_type):
     """Three learner steps on the hand-built batch: gradients of the reference loss, clipping, the
-    optimiser and the LR schedule (decaying to ~0 over the 3 learning updates) all reach the update."""
-    train = make(qmix_ps, OPTIMIZER=optimizer, LR_LINEAR_DECAY=decay, NUM_EPOCHS=1)
+    optimiser and the LR schedule (decaying to ~0 over the 3 learning updates) all reach the update
+    (feed-forward agents: the learner's last step apart, without gradient; the reference unrolls all T+1)."""
+    train = make(qmix_ps, OPTIMIZER=optimizer, LR_LINEAR_DECAY=decay, NUM_EPOCHS=1, AGENT_TYPE=agent_type)
     cfg, P, sample = train.config, train.parts, hand_built_sample(train, seed=3)
     assert cfg["NUM_UPDATES"] - cfg["FIRST_LEARN_UPDATE"] == 3
     params, target = two_param_sets(train)
