@@ -13,7 +13,8 @@ CPU) and the final greedy return (mean over seeds). Each measurement is a fresh 
 
 Sizes: ``full`` trains each shipped config for its published budget (PQN-VDN on SMAX 3m: the PQN authors'
 pqn_vdn_rnn_smax settings, 1e7 steps; QMIX on SMAX: JaxMARL's ql_rnn_smax, 1e7 steps; MPE at 1, 16 and 256
-seeds; CartPole at 1, 16 and 256; MinAtar Asterix at 1 and 16); ``cpu`` cuts every budget to one that a
+seeds; CartPole at 1, 16 and 256; MinAtar Asterix at 1 and 16; Overcooked cramped_room (VDN, PQN-VDN: JaxMARL's
+sizes) at 1 and 4; Hanabi (PQN-VDN: JaxMARL's pqn_vdn_ff_hanabi sizes, and VDN) for 1e8 steps at 1 and 4); ``cpu`` cuts every budget to one that a
 2-core CPU finishes in minutes (SMAX with the CPU-sized qmix_smax_cpu), seeds 1 and 4; ``tiny`` runs a few
 updates with seeds 1 and 2. ``--seeds`` replaces the seed counts of every workload.
 """
@@ -50,6 +51,15 @@ WORKLOADS: Dict[str, Workload] = {
     "pqn_mpe": Workload("pqn_ps", "pqn_mpe", (1, 16, 256)),
     "pqn_cartpole": Workload("pqn_gymnax", "pqn_cartpole", (1, 16, 256), cpu_timesteps=1e5),
     "pqn_minatar": Workload("pqn_minatar", "pqn_minatar", (1, 16), cpu_timesteps=1e5),
+    # convolutional agents on Overcooked cramped_room (the shipped sizes: ~100-200 env steps/s on a 2-core CPU);
+    # greedy evaluation over 64 games (512 in the configs: 401 steps of 512 games dwarf a CPU-sized run)
+    "vdn_overcooked": Workload("vdn_ps", "vdn_overcooked", (1, 4), cpu_timesteps=1e4,
+                               overrides=(("TEST_NUM_ENVS", 64),)),
+    "pqn_overcooked": Workload("pqn_ps", "pqn_overcooked", (1, 4), cpu_timesteps=1e4,
+                               overrides=(("TEST_NUM_ENVS", 64),)),
+    # Hanabi, JaxMARL's pqn_vdn_ff_hanabi sizes; 1e8 steps at --size full (the config's 2e9 is a training run)
+    "pqn_hanabi": Workload("pqn_ps", "pqn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),)),
+    "vdn_hanabi": Workload("vdn_ps", "vdn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),)),
 }
 
 

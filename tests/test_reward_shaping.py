@@ -75,16 +75,18 @@ def test_an_env_without_a_shaped_reward_refuses_the_key():
         vdn_ps.make_train({**SMALL, "REW_SHAPING_HORIZON": -1}, ShapedEcho())
 
 
-def test_overcooked_shaped_rewards_reach_the_loop_unchanged():
-    """Random play on cramped_room: the wrapper's infos["shaped_reward"] equal the env's own, step by step,
-    and some are paid (an onion put into a pot: 3)."""
-    env = make_env({"ENV_NAME": "overcooked", "ENV_KWARGS": {"layout": "cramped_room"}})
+@pytest.mark.parametrize("name", ["overcooked", "overcooked_v2"])
+def test_overcooked_shaped_rewards_reach_the_loop_unchanged(name):
+    """Random play on cramped_room (Overcooked and Overcooked v2): the wrapper's infos["shaped_reward"] equal the
+    env's own, step by step, and some are paid (an onion put into a pot: 3)."""
+    env = make_env({"ENV_NAME": name, "ENV_KWARGS": {"layout": "cramped_room"}})
     wrapped = CTRolloutManager(env, 64)
+    n_act = env.action_space(env.agents[0]).n
 
     def step(carry, key):
         states = carry
         k_act, k_env = jax.random.split(key)
-        actions = {a: jax.random.randint(jax.random.fold_in(k_act, i), (64,), 0, 6)
+        actions = {a: jax.random.randint(jax.random.fold_in(k_act, i), (64,), 0, n_act)
                    for i, a in enumerate(env.agents)}
         keys = jax.random.split(k_env, 64)
         raw = jax.vmap(env.step)(keys, states, actions)[4]["shaped_reward"]
