@@ -33,8 +33,6 @@ named ``"state" + jax.tree_util.keystr(path)``: ``state.train.params['agent']``)
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import re
@@ -42,13 +40,14 @@ import shutil
 import zlib
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import yaml
 from safetensors import safe_open
 from safetensors.numpy import save
 
+from purejaxql.atomic_files import NotEnoughSpace, atomic_write, write_json, write_text
 from purejaxql.config import ConfigError
 
 __all__ = ["save_checkpoint", "load_params", "load_checkpoint", "agent_params", "resolve_path", "checkpoint_path",
@@ -70,56 +69,8 @@ _HOLDS = {"params": "a seed's final parameters (EVAL_ONLY and PRETRAINED_AGENTS 
 # ---------------------------------------------------------------------------------------------- writing
 
 
-class NotEnoughSpace(ConfigError):
-    """The disk has no room for a checkpoint (found before writing it, or ENOSPC / EDQUOT while writing);
-    nothing of the new file is left behind."""
-
-
 def free_bytes(folder: os.PathLike) -> int:
     return shutil.disk_usage(folder).free
-
-
-def atomic_write(path: os.PathLike, write: Callable[[str], None]) -> Path:
-    """``write(tmp_name)`` into ``<path>.tmp``, flush it to disk, rename it over ``path``. If anything fails the
-    temporary file is removed and ``path`` keeps its previous version. New files get the umask's mode."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.unlink(missing_ok=True)  # left by a killed run: reusing it would keep its old mode
-        write(str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NotEnoughSpace(f"no space left in {path.parent} while writing {path.name} ({e.strerror}); "
-                                 "the partial file was removed") from None
-        raise
-    return path
-
-
-def write_text(path: os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (:func:`atomic_write`)."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    return atomic_write(path, write)
-
-
-def write_json(path: os.PathLike, data: Dict[str, Any]) -> Path:
-    """Write ``data`` atomically as strict, indented JSON: NaN and inf become null."""
-    return write_text(path, json.dumps(_strict(data), indent=2, allow_nan=False) + "\n")
-
-
-def _strict(x):
-    if isinstance(x, (dict, list, tuple)):
-        return {k: _strict(v) for k, v in x.items()} if isinstance(x, dict) else [_strict(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    return int(x) if isinstance(x, np.integer) else x
 
 
 def _write(path: Path, kind: str, tensors: Dict[str, np.ndarray], info: Dict[str, Any], **fields) -> Path:
