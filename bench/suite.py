@@ -40,8 +40,10 @@ class Workload:
     cpu_config: Optional[str] = None              # shipped alg config at --size cpu/tiny (default: config)
     cpu_timesteps: float = 2e5                    # env steps per seed at --size cpu
     overrides: Tuple[Tuple[str, object], ...] = ()
+    cpu_overrides: Tuple[Tuple[str, object], ...] = ()   # on top, at --size cpu / tiny
 
 
+OVERCOOKED_CPU = (("TEST_INTERVAL", 0.25), ("TEST_NUM_ENVS", 64))
 WORKLOADS: Dict[str, Workload] = {
     "pqn_smax": Workload("pqn_ps", "pqn_smax", (1, 4), cpu_timesteps=6.6e4),
     "qmix_smax": Workload("qmix_ps", "qmix_smax", (1, 4), cpu_config="qmix_smax_cpu", cpu_timesteps=2e5),
@@ -51,15 +53,16 @@ WORKLOADS: Dict[str, Workload] = {
     "pqn_mpe": Workload("pqn_ps", "pqn_mpe", (1, 16, 256)),
     "pqn_cartpole": Workload("pqn_gymnax", "pqn_cartpole", (1, 16, 256), cpu_timesteps=1e5),
     "pqn_minatar": Workload("pqn_minatar", "pqn_minatar", (1, 16), cpu_timesteps=1e5),
-    # convolutional agents on Overcooked cramped_room (the shipped sizes: ~100-200 env steps/s on a 2-core CPU);
-    # greedy evaluation over 64 games (512 in the configs: 401 steps of 512 games dwarf a CPU-sized run)
-    "vdn_overcooked": Workload("vdn_ps", "vdn_overcooked", (1, 4), cpu_timesteps=1e4,
-                               overrides=(("TEST_NUM_ENVS", 64),)),
-    "pqn_overcooked": Workload("pqn_ps", "pqn_overcooked", (1, 4), cpu_timesteps=1e4,
-                               overrides=(("TEST_NUM_ENVS", 64),)),
-    # Hanabi, JaxMARL's pqn_vdn_ff_hanabi sizes; 1e8 steps at --size full (the config's 2e9 is a training run)
-    "pqn_hanabi": Workload("pqn_ps", "pqn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),)),
-    "vdn_hanabi": Workload("vdn_ps", "vdn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),)),
+    # convolutional agents on Overcooked cramped_room (~100-500 env steps/s on a 2-core CPU); at --size cpu, 4
+    # greedy evaluations over 64 games (20 over 512 games of 401 steps would dwarf the training)
+    "vdn_overcooked": Workload("vdn_ps", "vdn_overcooked", (1, 4), cpu_timesteps=1e4, cpu_overrides=OVERCOOKED_CPU),
+    "pqn_overcooked": Workload("pqn_ps", "pqn_overcooked", (1, 4), cpu_timesteps=1e4, cpu_overrides=OVERCOOKED_CPU),
+    # Hanabi, JaxMARL's pqn_vdn_ff_hanabi sizes; 1e8 steps at --size full (the config's 2e9 is a training run);
+    # at --size cpu 4 evaluations (pqn_hanabi's TEST_INTERVAL 0.005 is every update of a 2e5-step run)
+    "pqn_hanabi": Workload("pqn_ps", "pqn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),),
+                           cpu_overrides=(("TEST_INTERVAL", 0.25),)),
+    "vdn_hanabi": Workload("vdn_ps", "vdn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),),
+                           cpu_overrides=(("TEST_INTERVAL", 0.25),)),
 }
 
 
@@ -70,6 +73,8 @@ def settings(name: str, size: str) -> Dict[str, object]:
     cfg = compose([f"+alg={w.config if size == 'full' else (w.cpu_config or w.config)}"])["alg"]
     cfg.pop("TUNE", None)
     cfg.update(dict(w.overrides))
+    if size != "full":
+        cfg.update(dict(w.cpu_overrides))
     per_update = float(cfg["NUM_ENVS"]) * float(cfg["NUM_STEPS"])
     if size == "cpu":
         cfg["TOTAL_TIMESTEPS"] = max(w.cpu_timesteps, 2 * per_update)
