@@ -43,7 +43,8 @@ class Workload:
     cpu_overrides: Tuple[Tuple[str, object], ...] = ()   # on top, at --size cpu / tiny
 
 
-OVERCOOKED_CPU = (("TEST_INTERVAL", 0.25), ("TEST_NUM_ENVS", 64))
+FOUR_EVALS = (("TEST_INTERVAL", 0.25),)                  # at --size cpu: 4 greedy evaluations
+OVERCOOKED_CPU = FOUR_EVALS + (("TEST_NUM_ENVS", 64),)
 WORKLOADS: Dict[str, Workload] = {
     "pqn_smax": Workload("pqn_ps", "pqn_smax", (1, 4), cpu_timesteps=6.6e4),
     "qmix_smax": Workload("qmix_ps", "qmix_smax", (1, 4), cpu_config="qmix_smax_cpu", cpu_timesteps=2e5),
@@ -60,9 +61,9 @@ WORKLOADS: Dict[str, Workload] = {
     # Hanabi, JaxMARL's pqn_vdn_ff_hanabi sizes; 1e8 steps at --size full (the config's 2e9 is a training run);
     # at --size cpu 4 evaluations (pqn_hanabi's TEST_INTERVAL 0.005 is every update of a 2e5-step run)
     "pqn_hanabi": Workload("pqn_ps", "pqn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),),
-                           cpu_overrides=(("TEST_INTERVAL", 0.25),)),
+                           cpu_overrides=FOUR_EVALS),
     "vdn_hanabi": Workload("vdn_ps", "vdn_hanabi", (1, 4), cpu_timesteps=2e5, overrides=(("TOTAL_TIMESTEPS", 1e8),),
-                           cpu_overrides=(("TEST_INTERVAL", 0.25),)),
+                           cpu_overrides=FOUR_EVALS),
 }
 
 

@@ -52,7 +52,7 @@ def make_env(cfg: Dict[str, Any]):
     from purejaxql.craftax_env import CraftaxTeam, craftax_close_matches, is_craftax_name
     from purejaxql.gymnax_env import GymnaxTeam, gymnax_close_matches, is_gymnax_name
     from purejaxql.jumanji_env import JUMANJI_FAMILIES, JumanjiTeam, is_jumanji_name, refuse_other_jumanji
-    from purejaxql.storm_env import STORM_NAMES, make_storm
+    from purejaxql.storm_env import STORM_NAMES, StormTeam
     jaxmarl = import_jaxmarl()
     name = cfg.get("ENV_NAME")
     kwargs = dict(cfg.get("ENV_KWARGS") or {})
@@ -83,8 +83,6 @@ def make_env(cfg: Dict[str, Any]):
         kwargs["layout"] = _overcooked_layout(name, kwargs.get("layout", "cramped_room"))
     if name == "jaxnav" and "act_type" not in kwargs:   # JaxNav's discrete action set (15 actions); min_v 0 is its rule
         kwargs.update(act_type="Discrete", min_v=kwargs.get("min_v", 0.0))
-    if name in STORM_NAMES:   # observations not keyed by agent: purejaxql.storm_env presents them per agent
-        return make_storm(name, jaxmarl.make, kwargs)
     if name.startswith("MPE") and "action_type" not in kwargs:
         try:  # some MPE scenarios default to continuous actions; ask for discrete ones where possible
             return jaxmarl.make(name, action_type="Discrete", **kwargs)
@@ -100,6 +98,8 @@ def make_env(cfg: Dict[str, Any]):
         raise ConfigError(f"ENV_NAME {name}: {e}") from None
     except TypeError as e:     # e.g. LearnedPolicyEnemySMAX without its policy
         raise ConfigError(f"ENV_NAME {name} cannot be built from ENV_KWARGS {sorted(kwargs)}: {e}") from None
+    if name in STORM_NAMES:   # observations not keyed by agent: purejaxql.storm_env presents them per agent
+        return StormTeam(name, env)
     if name == "coin_game":   # one episode: num_outer_steps games of num_inner_steps steps, then done
         env.max_steps = env.num_inner_steps * env.num_outer_steps
     return env

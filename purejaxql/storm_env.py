@@ -24,9 +24,7 @@ from typing import Any, Dict
 import jax
 import jax.numpy as jnp
 
-from purejaxql.config import ConfigError
-
-__all__ = ["STORM_NAMES", "StormTeam", "make_storm"]
+__all__ = ["STORM_NAMES", "StormTeam"]
 
 STORM_NAMES = ("storm", "storm_2p", "storm_np")
 
@@ -87,11 +85,3 @@ class StormTeam:
         dones = {**{a: done for a in self.agents}, "__all__": done}
         return self._obs(raw), state, rewards, dones, {"truncated": done}
 
-
-def make_storm(name: str, make, kwargs: Dict[str, Any]) -> StormTeam:
-    """``make``: jaxmarl.make. An unknown constructor argument is named in one ConfigError."""
-    try:
-        env = make(name, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"ENV_NAME {name} cannot be built from ENV_KWARGS {sorted(kwargs)}: {e}") from None
-    return StormTeam(name, env)
