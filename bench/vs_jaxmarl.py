@@ -7,7 +7,8 @@ snapshot, see ../shared/anchors/) against this project's modules, each given the
   ``{alg}_rnn.py``; ours ``+alg={alg}_mpe``) or ``pqn_vdn_ff_mpe`` (their ``pqn_vdn_ff.py``; ours ``+alg=pqn_mpe``),
   ``--timesteps`` env steps (default 5e5).
 * ``--workload smax`` (``--alg iql|vdn|qmix``): SMAX 3m at the CPU-sized config (JaxMARL's ``ql_rnn_smax`` with
-  GRU 64, 1 gradient step per update, LR 1e-3, mixer 32 / 64; ours ``+alg={alg}_smax_cpu``), default 3e5 steps.
+  GRU 64, 1 gradient step per update, LR 1e-3, mixer 32 / 64; ours ``+alg={alg}_smax_cpu``), default 3e5 steps;
+  ``--map 2s3z`` for another map.
 * ``--workload overcooked`` (``--alg iql|vdn|pqn``): cramped_room with their ``{alg}_cnn_overcooked.py`` /
   ``pqn_vdn_cnn_overcooked.py`` against ours ``+alg={alg}_overcooked``, both at CPU sizes (OVERCOOKED below:
   fewer envs, a narrower network, fewer gradient steps than the GPU configs).
@@ -19,6 +20,11 @@ TOTAL_TIMESTEPS / run seconds (greedy evaluations inside both, same sizes).
 
     python bench/vs_jaxmarl.py --jaxmarl DIR/baselines/QLearning --workload smax --alg qmix --repeat 3
     python bench/vs_jaxmarl.py --jaxmarl DIR/baselines/QLearning --workload overcooked --alg pqn
+    python bench/vs_jaxmarl.py --jaxmarl DIR/baselines/QLearning --workload smax --map 2s3z --timesteps 3e6 \
+        --repeat 1 --seed 2     # one seed's final greedy return and win rate on each side
+
+Each line also prints the final greedy evaluation (team return, and win rate on SMAX): theirs is the last
+evaluation their replay scripts keep in ``runner_state`` (they return no metrics), ours the last of our metrics.
 
 Differences that remain: their time-outs are terminal (ours leave the time-out step out of the loss);
 Overcooked: JaxMARL's CNN ends in a Dense 64 before the Q head (ours feeds the convolutions to the first hidden
@@ -60,15 +66,15 @@ PAIRS = {
 DEFAULT_TIMESTEPS = {"mpe": 5e5, "smax": 3e5}
 
 
-def sizes(workload: str, alg: str, timesteps: float) -> dict:
+def sizes(workload: str, alg: str, timesteps: float, smax_map: str = "3m") -> dict:
     """The settings both sides get on top of their configs (JaxMARL's key names)."""
     if workload == "overcooked":
         return dict(OVERCOOKED[alg])
-    extra = SMAX_CPU if workload == "smax" else {}
+    extra = dict(SMAX_CPU, MAP_NAME=smax_map) if workload == "smax" else {}
     return {**extra, "TOTAL_TIMESTEPS": timesteps or DEFAULT_TIMESTEPS[workload]}
 
 
-def theirs_run(jaxmarl: str, workload: str, alg: str, timesteps: float) -> dict:
+def theirs_run(jaxmarl: str, workload: str, alg: str, timesteps: float, smax_map: str, seed: int) -> dict:
     import jax
     import yaml
     sys.path.insert(0, jaxmarl)
@@ -79,11 +85,11 @@ def theirs_run(jaxmarl: str, workload: str, alg: str, timesteps: float) -> dict:
     with open(os.path.join(jaxmarl, "config", "alg", f"{config_name}.yaml")) as f:
         config.update(yaml.safe_load(f))
     config = {k: number(v) for k, v in config.items()}   # yaml reads 5e6 as a string (hydra as a float)
-    config.update(sizes(workload, alg, timesteps), WANDB_MODE="disabled", NUM_SEEDS=1)
+    config.update(sizes(workload, alg, timesteps, smax_map), WANDB_MODE="disabled", NUM_SEEDS=1)
     if workload == "overcooked":
         config["ENV_KWARGS"] = {"layout": "cramped_room"}
     env, _ = module.env_from_config(dict(config, ENV_KWARGS=dict(config.get("ENV_KWARGS") or {})))
-    return timed(jax.vmap(module.make_train(config, env)), config["TOTAL_TIMESTEPS"], batched=True)
+    return timed(jax.vmap(module.make_train(config, env)), config["TOTAL_TIMESTEPS"], seed, batched=True)
 
 
 def number(v):
@@ -96,39 +102,50 @@ def number(v):
     return v
 
 
-def ours_config(workload: str, alg: str, timesteps: float) -> dict:
+def ours_config(workload: str, alg: str, timesteps: float, smax_map: str = "3m") -> dict:
     from purejaxql.cli import compose
     cfg = compose([f"+alg={PAIRS[workload, alg][2]}"])["alg"]
     cfg.pop("TUNE", None)
-    given = sizes(workload, alg, timesteps)
-    if workload == "smax":  # ours already carries the CPU sizes (qmix_smax_cpu); only the budget is given
-        given = {"TOTAL_TIMESTEPS": given["TOTAL_TIMESTEPS"]}
+    given = sizes(workload, alg, timesteps, smax_map)
+    if workload == "smax":  # ours already carries the CPU sizes (qmix_smax_cpu); only the map and budget are given
+        given = {"TOTAL_TIMESTEPS": given["TOTAL_TIMESTEPS"], "MAP_NAME": smax_map}
     if "HIDDEN_SIZE" in given:
         given["AGENT_HIDDEN_DIM"] = given.pop("HIDDEN_SIZE")
     return {**cfg, **given}
 
 
-def ours_run(workload: str, alg: str, timesteps: float) -> dict:
+def ours_run(workload: str, alg: str, timesteps: float, smax_map: str, seed: int) -> dict:
     import importlib
 
     from purejaxql.environments import make_env
-    cfg = ours_config(workload, alg, timesteps)
+    cfg = ours_config(workload, alg, timesteps, smax_map)
     env = make_env(cfg)
     module = importlib.import_module(f"purejaxql.{alg}_ps")
     train = module.make_train({k: v for k, v in cfg.items() if k not in ("ENV_NAME", "ENV_KWARGS")}, env)
-    return timed(train, cfg["TOTAL_TIMESTEPS"], batched=False)
+    return timed(train, cfg["TOTAL_TIMESTEPS"], seed, batched=False)
 
 
-def timed(program, steps, batched: bool) -> dict:
-    import jax
+def final_evaluation(out) -> dict:
+    """{"returned_episode_returns": .., "returned_won_episode": ..} of the last greedy evaluation (NaN where absent):
+    our metrics' last entry, or the evaluation JaxMARL's replay scripts keep in ``runner_state[2]``."""
     import numpy as np
-    keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    metrics = out.get("metrics") or {}
+    last = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
+    if not last and isinstance(out.get("runner_state"), (tuple, list)) and len(out["runner_state"]) > 2 and (
+            isinstance(out["runner_state"][2], dict)):
+        last = out["runner_state"][2]
+    keys = ("returned_episode_returns", "returned_won_episode")
+    return {k: float(np.asarray(last[k]).reshape(-1)[-1]) if k in last else float("nan") for k in keys}
+
+
+def timed(program, steps, seed: int, batched: bool) -> dict:
+    import jax
+    keys = jax.random.split(jax.random.PRNGKey(seed), 1)
     keys = keys if batched else keys[0]
     out, compile_s, run_s = compile_and_run(program, keys)
-    metrics = out.get("metrics") or {}   # JaxMARL's replay scripts return no metrics (they log them)
-    ret = float(np.asarray(metrics["test_returned_episode_returns"]).reshape(-1)[-1]) if (
-        "test_returned_episode_returns" in metrics) else float("nan")
-    return {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / run_s, "final_greedy": ret}
+    ev = final_evaluation(out)
+    return {"compile_s": compile_s, "run_s": run_s, "steps_per_s": steps / run_s,
+            "final_greedy": ev["returned_episode_returns"], "win_rate": ev["returned_won_episode"]}
 
 
 def main(argv=None):
@@ -138,13 +155,15 @@ def main(argv=None):
     p.add_argument("--alg", choices=("iql", "vdn", "qmix", "pqn"), default="pqn")
     p.add_argument("--timesteps", type=float, default=0.0, help="env steps (mpe: 5e5, smax: 3e5; overcooked: fixed)")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--map", default="3m", help="SMAX map (--workload smax)")
+    p.add_argument("--seed", type=int, default=0, help="both sides train on split(PRNGKey(seed), 1)[0]")
     p.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if (args.workload, args.alg) not in PAIRS:
         p.error(f"--alg {args.alg} has no JaxMARL counterpart on --workload {args.workload}")
     if args.worker:
         run = ours_run if args.worker == "ours" else (lambda *a: theirs_run(args.jaxmarl, *a))
-        print("RESULT " + json.dumps(run(args.workload, args.alg, args.timesteps)), flush=True)
+        print("RESULT " + json.dumps(run(args.workload, args.alg, args.timesteps, args.map, args.seed)), flush=True)
         return 0
     script = PAIRS[args.workload, args.alg][0]
     if not os.path.isfile(os.path.join(args.jaxmarl, f"{script}.py")):
@@ -154,7 +173,8 @@ def main(argv=None):
     for i in range(args.repeat):
         for who in ("ours", "theirs"):
             r = subprocess.run([sys.executable, __file__, "--jaxmarl", args.jaxmarl, "--workload", args.workload,
-                                "--alg", args.alg, "--timesteps", str(args.timesteps), "--worker", who],
+                                "--alg", args.alg, "--timesteps", str(args.timesteps), "--map", args.map,
+                                "--seed", str(args.seed), "--worker", who],
                                capture_output=True, text=True, cwd=ROOT)
             line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
             if r.returncode != 0 or not line:
@@ -164,7 +184,7 @@ def main(argv=None):
             rates[who].append(res["steps_per_s"])
             compiles[who].append(res["compile_s"])
             print(f"run {i + 1} {who}: {res['steps_per_s']:,.0f} env steps/s, compile {res['compile_s']:.1f} s, "
-                  f"final greedy {res['final_greedy']:.2f}", flush=True)
+                  f"final greedy {res['final_greedy']:.2f}, win rate {res['win_rate']:.3f}", flush=True)
     ours, theirs = statistics.median(rates["ours"]), statistics.median(rates["theirs"])
     print(f"{args.alg} on {args.workload}: ours {ours:,.0f}, JaxMARL {theirs:,.0f} env steps/s (medians of "
           f"{args.repeat}): {ours / theirs:.2f}x; compile ours {statistics.median(compiles['ours']):.1f} s, "

@@ -64,6 +64,8 @@ class QPlexMixer(nn.Module):
         agent_w = nn.sigmoid(StateMLP(self.hidden_dim, K * N, name="agents")(s))
         action_w = nn.sigmoid(StateMLP(self.hidden_dim, K * N, name="actions")(joint))
         lam = (keys * agent_w * action_w).reshape(*s.shape[:-1], K, N).sum(-2)   # λ_i(s, u) > 0: (..., N)
+        self.sow("intermediates", "w", w)          # read by bench/qplex_mixer_stats.py (a no-op in training)
+        self.sow("intermediates", "lam", lam)
         return q_t.sum(-1) + ((lam - 1.0) * adv).sum(-1)
 
 
