@@ -120,7 +120,7 @@ QMIX_DEFAULTS: Dict[str, Any] = {
 }
 QPLEX_DEFAULTS: Dict[str, Any] = {
     "MIXER_HYPERNET_HIDDEN_DIM": 64,
-    "QPLEX_NUM_KERNEL": 10,           # attention kernels of the advantage weights λ_i(s, u) (pymarl2's num_kernel)
+    "QPLEX_NUM_KERNEL": 10,           # kernels of λ_i(s, u) (QPLEX authors' qplex.yaml: 10; SMAC config, pymarl2: 4)
 }
 QATTEN_DEFAULTS: Dict[str, Any] = {
     "MIXER_EMBEDDING_DIM": 32,
