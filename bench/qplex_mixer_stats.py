@@ -23,18 +23,19 @@ from purejaxql.qplex import QPlexMixer
 
 def random_play_states(cfg, envs: int, steps: int, seed: int):
     """(steps*envs, S) global states and (steps*envs, N) joint actions of uniformly random available play."""
-    w = CTRolloutManager(make_env(cfg), batch_size=envs)
+    team = CTRolloutManager(make_env(cfg), batch_size=envs)
     key = jax.random.PRNGKey(seed)
-    obs, states = w.batch_reset(key)
+    obs, states = team.batch_reset(key)
     seen, joint = [], []
     for _ in range(steps):
         key, k_act, k_step = jax.random.split(key, 3)
-        avail = w.get_valid_actions(states)
-        acts = {a: w.batch_sample(k, a, avail[a]) for k, a in zip(jax.random.split(k_act, w.num_agents), w.agents)}
+        avail = team.get_valid_actions(states)
+        acts = {a: team.batch_sample(k, a, avail[a])
+                for k, a in zip(jax.random.split(k_act, team.num_agents), team.agents)}
         seen.append(np.asarray(obs["__all__"]))
-        joint.append(np.stack([np.asarray(acts[a]) for a in w.agents], -1))
-        obs, states, _, _, _ = w.batch_step(k_step, states, acts)
-    return jnp.asarray(np.concatenate(seen)), jnp.asarray(np.concatenate(joint)), w
+        joint.append(np.stack([np.asarray(acts[a]) for a in team.agents], -1))
+        obs, states, _, _, _ = team.batch_step(k_step, states, acts)
+    return jnp.asarray(np.concatenate(seen)), jnp.asarray(np.concatenate(joint)), team
 
 
 def mixer_stats(path: str, envs: int, steps: int, seed: int) -> dict:
@@ -42,8 +43,8 @@ def mixer_stats(path: str, envs: int, steps: int, seed: int) -> dict:
     cfg = info["config"]
     if info.get("algorithm") != "qplex":
         raise SystemExit(f"{path}: a {info.get('algorithm')} checkpoint, not qplex")
-    s, u, w = random_play_states(cfg, envs, steps, seed)
-    net = QPlexMixer(w.num_agents, w.max_action_space, cfg["MIXER_HYPERNET_HIDDEN_DIM"], cfg["QPLEX_NUM_KERNEL"])
+    s, u, team = random_play_states(cfg, envs, steps, seed)
+    net = QPlexMixer(team.num_agents, team.max_action_space, cfg["MIXER_HYPERNET_HIDDEN_DIM"], cfg["QPLEX_NUM_KERNEL"])
     q = jnp.zeros(u.shape)                    # the weights depend on the state and the joint action only
     _, inter = net.apply(params["mixer"], q, q, u, s, mutable=["intermediates"])
     out = {}
