@@ -17,25 +17,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxql.checkpoint import load_checkpoint
-from purejaxql.environments import CTRolloutManager, make_env
+from purejaxql.environments import CTRolloutManager, make_env, reset_envs, step_envs
 from purejaxql.qplex import QPlexMixer
 
 
 def random_play_states(cfg, envs: int, steps: int, seed: int):
-    """(steps*envs, S) global states and (steps*envs, N) joint actions of uniformly random available play."""
+    """(steps*envs, S) global states and (steps*envs, N) joint actions of uniformly random available play,
+    stepped as training steps its envs (purejaxql.environments.reset_envs / step_envs) in one scan."""
     team = CTRolloutManager(make_env(cfg), batch_size=envs)
-    key = jax.random.PRNGKey(seed)
-    obs, states = team.batch_reset(key)
-    seen, joint = [], []
-    for _ in range(steps):
-        key, k_act, k_step = jax.random.split(key, 3)
-        avail = team.get_valid_actions(states)
-        acts = {a: team.batch_sample(k, a, avail[a])
-                for k, a in zip(jax.random.split(k_act, team.num_agents), team.agents)}
-        seen.append(np.asarray(obs["__all__"]))
-        joint.append(np.stack([np.asarray(acts[a]) for a in team.agents], -1))
-        obs, states, _, _, _ = team.batch_step(k_step, states, acts)
-    return jnp.asarray(np.concatenate(seen)), jnp.asarray(np.concatenate(joint)), team
+
+    def play(rng):
+        def step(carry, k):
+            k_act, k_env = jax.random.split(k)
+            actions = jax.random.categorical(k_act, jnp.where(carry.avail > 0, 0.0, -jnp.inf))   # (B, N)
+            new, _ = step_envs(team, k_env, carry, actions, carry.hidden)
+            return new, (carry.state, actions)
+        carry = reset_envs(team, rng, jnp.zeros((envs, team.num_agents, 0)))
+        _, (states, actions) = jax.lax.scan(step, carry, jax.random.split(rng, steps))
+        return states.reshape(steps * envs, -1), actions.reshape(steps * envs, -1)   # (T, B, ..) -> (T*B, ..)
+
+    states, actions = jax.jit(play)(jax.random.PRNGKey(seed))
+    return states, actions, team
 
 
 def mixer_stats(path: str, envs: int, steps: int, seed: int) -> dict:
